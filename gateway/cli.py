@@ -1,0 +1,270 @@
+"""The `gateway` command: run, check, consent import, optout, audit, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .consent import classify
+from .errors import ConfigError, GatewayError, InvalidAddress
+from .ledger import Ledger, guess_channel, normalise
+
+EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+
+
+def _settings(args) -> config_mod.Settings:
+    return config_mod.load(args.config)
+
+
+def _regions(settings) -> dict[str, str]:
+    return {o.id: o.default_region for o in settings.orgs.values()}
+
+
+def _normalise(settings, channel: str, address: str, org: str | None) -> str:
+    region = settings.orgs[org].default_region if org in settings.orgs else "GB"
+    return normalise(channel, address, region)
+
+
+def cmd_run(args) -> int:
+    from . import logs, server
+
+    settings = _settings(args)
+    logs.setup(args.log_level)
+
+    def ready(running) -> None:
+        s = running.runtime.settings
+        print(f"consent gateway {s.gateway.mode} mode, rule set {s.gateway.ruleset}")
+        print(f"  config:   {s.path or 'built-in defaults'}")
+        print(f"  data:     {s.gateway.data_dir}")
+        print(f"  http:     {s.http.listen}  (public URL {s.http.public_url})")
+        if "smtp" in running.runtime.health_probes or running.stops:
+            print(f"  smtp:     {s.smtp.listen}")
+        print(f"  email to: {s.delivery.upstream.split('@')[-1]}")
+        print(f"  texts to: {s.sms.provider}"
+              + (f" ({s.sms.outbox})" if s.sms.provider == "outbox" else ""))
+        sys.stdout.flush()
+
+    asyncio.run(server.serve(settings, ready))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .consent import ConsentService
+
+    settings = _settings(args)
+    if args.org not in settings.orgs:
+        print(f"error: unknown org {args.org!r}; known: {', '.join(settings.orgs)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    channel = args.channel or guess_channel(args.address)
+    address = _normalise(settings, channel, args.address, args.org)
+    ledger = Ledger(settings.gateway.data_dir)
+    try:
+        service = ConsentService(settings, ledger)
+        stream = next((s for s in settings.streams if s.org == args.org), None)
+        c = classify(stream, args.purpose, args.nature, args.category)
+        c = type(c)(args.org, None, c.purpose, c.nature, c.category)
+        decision = service.evaluate(c, channel, address)
+        evidence = [e for e in ledger.evidence_for(address, channel, args.org)
+                    if decision.evidence_id and e.id == decision.evidence_id]
+    finally:
+        ledger.close()
+    result = {
+        "address": address, "org": args.org, "channel": channel, "purpose": c.purpose,
+        "nature": c.nature, "category": c.category, "allowed": decision.allowed,
+        "reason": decision.reason, "explanation": decision.explanation,
+        "ruleset": decision.ruleset, "evidence_id": decision.evidence_id,
+        "evidence": [_evidence_json(e) for e in evidence],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        verdict = "ALLOW" if decision.allowed else "BLOCK"
+        print(f"{verdict} {decision.reason}: {decision.explanation}")
+        print(f"  {channel} {address} · org {args.org} · {c.purpose}/{c.nature}"
+              f" · category {c.category or '-'} · rule set {decision.ruleset}")
+        for e in evidence:
+            print(f"  relied on evidence #{e.id}: {e.basis} obtained {e.obtained_at.isoformat()}"
+                  f" source {e.source!r}")
+    return EXIT_OK if decision.allowed else EXIT_BLOCKED
+
+
+def _evidence_json(e) -> dict:
+    return {"id": e.id, "basis": e.basis, "obtained_at": e.obtained_at.isoformat(),
+            "source": e.source, "categories": list(e.categories), "context": e.context,
+            "collected_by": e.collected_by, "opt_out_offered": e.opt_out_offered,
+            "named_orgs": list(e.named_orgs)}
+
+
+def cmd_import(args) -> int:
+    from tqdm import tqdm
+
+    from .importer import ImportFileError, count_lines, import_csv
+
+    settings = _settings(args)
+    if args.org and args.org not in settings.orgs:
+        print(f"error: unknown org {args.org!r}", file=sys.stderr)
+        return EXIT_USAGE
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    ledger = Ledger(settings.gateway.data_dir)
+    bar = tqdm(total=max(count_lines(path) - 1, 0), unit="rows", file=sys.stderr,
+               disable=args.quiet or None, mininterval=0.5)
+    done = [0]
+
+    def progress(line: int) -> None:
+        bar.update(line - 1 - done[0])
+        done[0] = line - 1
+
+    try:
+        report = import_csv(path, ledger, _regions(settings), org=args.org, on_progress=progress)
+    except ImportFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        bar.close()
+        ledger.close()
+    for line, reason in report.bad[: args.max_errors]:
+        print(f"{path}:{line}: rejected: {reason}", file=sys.stderr)
+    if report.rejected > args.max_errors:
+        print(f"... and {report.rejected - args.max_errors} more rejected rows", file=sys.stderr)
+    print(f"imported {report.stored} record(s), rejected {report.rejected} row(s) from {path}")
+    return EXIT_OK if report.rejected == 0 else EXIT_BLOCKED
+
+
+def cmd_optout(args) -> int:
+    settings = _settings(args)
+    if args.org != "*" and args.org not in settings.orgs:
+        print(f"error: unknown org {args.org!r}", file=sys.stderr)
+        return EXIT_USAGE
+    channel = args.channel
+    kind = channel if channel in ("email", "sms") else guess_channel(args.address)
+    address = _normalise(settings, kind, args.address, args.org)
+    ledger = Ledger(settings.gateway.data_dir)
+    try:
+        opt_id = ledger.record_opt_out(args.org, channel, address, source=args.source,
+                                       method="cli")
+    finally:
+        ledger.close()
+    print(f"opt-out #{opt_id} recorded: {address} org {args.org} channel {channel}")
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    settings = _settings(args)
+    channel = guess_channel(args.address)
+    address = _normalise(settings, channel, args.address, args.org)
+    ledger = Ledger(settings.gateway.data_dir)
+    try:
+        trail = ledger.trail(address, args.org)
+    finally:
+        ledger.close()
+    if args.format == "csv":
+        sys.stdout.write(trail_csv(trail))
+    else:
+        print(json.dumps(trail, indent=2, default=str))
+    return EXIT_OK
+
+
+def trail_csv(trail: dict) -> str:
+    """One row per event (evidence, opt-out/opt-in, decision), oldest first."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["time", "kind", "id", "org", "channel", "detail", "reason", "message_id",
+                "evidence_id"])
+    rows = []
+    for e in trail["evidence"]:
+        rows.append([e["obtained_at"], "evidence", e["id"], e["org"], e["channel"],
+                     f"{e['basis']} via {e['source']}", "", "", ""])
+    for o in trail["opt_outs"]:
+        rows.append([o["at"], o["kind"], o["id"], o["org"], o["channel"],
+                     f"{o['method']} {o['source']}".strip(), "", o["message_id"] or "", ""])
+    for d in trail["decisions"]:
+        rows.append([d["at"], "decision", d["id"], d["org"], d["channel"], d["outcome"],
+                     d["reason"], d["message_id"] or "", d["evidence_id"] or ""])
+    for row in sorted(rows, key=lambda r: r[0]):
+        w.writerow(row)
+    return out.getvalue()
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML file (default ./config.toml, else built-ins)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="start SMTP, HTTP and delivery")
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(fn=cmd_run)
+
+    check = sub.add_parser("check", parents=[common], help="decide for one address")
+    check.add_argument("address")
+    check.add_argument("--org", required=True)
+    check.add_argument("--channel", choices=["email", "sms"])
+    check.add_argument("--category")
+    check.add_argument("--purpose", choices=["marketing", "service"], default="marketing")
+    check.add_argument("--nature", choices=["commercial", "campaigning"])
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(fn=cmd_check)
+
+    consent = sub.add_parser("consent", help="evidence records")
+    csub = consent.add_subparsers(dest="consent_command", required=True)
+    imp = csub.add_parser("import", parents=[common], help="bulk-load evidence from CSV")
+    imp.add_argument("file")
+    imp.add_argument("--org", help="org for rows without an org column/value")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.add_argument("--max-errors", type=int, default=100, help="bad rows listed (default 100)")
+    imp.set_defaults(fn=cmd_import)
+
+    opt = sub.add_parser("optout", parents=[common], help="record an opt-out")
+    opt.add_argument("address")
+    opt.add_argument("--org", required=True, help='org id, or "*" for every org')
+    opt.add_argument("--channel", choices=["email", "sms", "all"], default="all")
+    opt.add_argument("--source", default="recorded by operator with gateway optout")
+    opt.set_defaults(fn=cmd_optout)
+
+    audit = sub.add_parser("audit", parents=[common], help="a person's whole evidence trail")
+    audit.add_argument("address")
+    audit.add_argument("--org")
+    audit.add_argument("--format", choices=["json", "csv"], default="json")
+    audit.set_defaults(fn=cmd_audit)
+
+    demo = sub.add_parser("demo", parents=[common], help="a self-contained guided tour")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    demo.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except InvalidAddress as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

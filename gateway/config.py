@@ -1,0 +1,562 @@
+"""TOML -> typed, validated settings. A bad config stops start-up with one message that
+names the key, the file and (when it can be found) the line."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .policy import NATURES, ORG_TYPES, PURPOSES, RULESETS, OrgPolicy
+
+EXAMPLE_SECRETS = {"change-me", "change-me-too", "secret"}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    data_dir: Path
+    ruleset: str
+    mode: str
+
+    @property
+    def monitor(self) -> bool:
+        return self.mode == "monitor"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    listen: Listen
+    hostname: str
+    max_message_size: int
+    max_recipients: int
+    timeout: int
+    tls_cert: str
+    tls_key: str
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: Listen
+    public_url: str
+    admin_token: str
+
+
+@dataclass(frozen=True)
+class UnsubscribeSettings:
+    secrets: tuple[str, ...]
+    mailto_domain: str
+    reply_handling: str
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    upstream: str
+    max_age: int
+    retry_initial: int
+    retry_max: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    domain: str
+    selector: str
+    private_key_file: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain)
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str
+    api_base: str
+
+
+@dataclass(frozen=True)
+class VonageSettings:
+    api_key: str
+    api_secret: str
+    signature_secret: str
+    api_base: str
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    provider: str
+    stop_text: str
+    inbound_forward_url: str
+    outbox: Path
+    twilio: TwilioSettings
+    vonage: VonageSettings
+
+
+@dataclass(frozen=True)
+class Org:
+    id: str
+    name: str
+    type: str
+    similar: tuple[tuple[str, ...], ...]
+    soft_opt_in_max_age_days: int
+    indirect_consent_max_age_days: int
+    default_region: str
+
+
+@dataclass(frozen=True)
+class Stream:
+    id: str
+    org: str
+    purpose: str
+    nature: str
+    category: str
+    smtp_username: str
+    smtp_password: str = field(repr=False)
+    api_key: str = field(repr=False)
+    sms_from: tuple[str, ...]
+    allow_headers: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration."""
+
+    path: Path | None
+    gateway: GatewaySettings
+    smtp: SmtpSettings
+    http: HttpSettings
+    unsubscribe: UnsubscribeSettings
+    delivery: DeliverySettings
+    dkim: DkimSettings
+    sms: SmsSettings
+    orgs: dict[str, Org]
+    streams: tuple[Stream, ...]
+
+    def org_policy(self, org_id: str) -> OrgPolicy | None:
+        """The rules' view of an org (None for an unknown org: callers fail closed)."""
+        org = self.orgs.get(org_id)
+        if org is None:
+            return None
+        return OrgPolicy(
+            id=org.id,
+            name=org.name,
+            type=org.type,
+            similar=tuple(frozenset(g) for g in org.similar),
+            known_categories=frozenset(s.category for s in self.streams if s.org == org.id),
+            soft_opt_in_max_age_days=org.soft_opt_in_max_age_days,
+            indirect_consent_max_age_days=org.indirect_consent_max_age_days,
+        )
+
+    def stream(self, stream_id: str) -> Stream | None:
+        return next((s for s in self.streams if s.id == stream_id), None)
+
+    def stream_for_smtp_user(self, username: str) -> Stream | None:
+        return next((s for s in self.streams if s.smtp_username == username), None)
+
+    def org_for_sms_number(self, number: str) -> Org | None:
+        for s in self.streams:
+            if number in s.sms_from:
+                return self.orgs.get(s.org)
+        return None
+
+
+def example_text() -> str:
+    """The shipped config.example.toml: the built-in defaults."""
+    return resources.files("gateway").joinpath("config.example.toml").read_text("utf-8")
+
+
+def load(path: str | Path | None = None) -> Settings:
+    """Load `path`; with None, ./config.toml if present, else the built-in defaults."""
+    if path is None and Path("config.toml").exists():
+        path = "config.toml"
+    if path is None:
+        return parse(example_text(), None, Path.cwd())
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read the file: {exc.strerror}", str(p)) from None
+    return parse(text, p, p.resolve().parent)
+
+
+def parse(text: str, path: Path | None, base: Path) -> Settings:
+    """Validate TOML text into Settings; relative paths resolve against `base`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(syntax)", str(exc), str(path) if path else None) from None
+    return _Reader(raw, text, path, base).settings()
+
+
+class _Reader:
+    """Walks the raw TOML once, checking each key's presence, type and value."""
+
+    def __init__(self, raw: dict, text: str, path: Path | None, base: Path):
+        self.raw, self.text, self.path, self.base = raw, text, path, base
+
+    # -- errors -------------------------------------------------------------------------
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(key, problem, str(self.path) if self.path else None, self.line_of(key))
+
+    def line_of(self, dotted: str) -> int | None:
+        """Best-effort line of a dotted key like `stream[1].org` or `smtp.listen`."""
+        m = re.match(r"^(\w+)\[(\d+)\]\.?(.*)$", dotted)
+        lines = self.text.splitlines()
+        if m:
+            table, index, key = m.group(1), int(m.group(2)), m.group(3)
+            headers = [i for i, ln in enumerate(lines) if ln.strip() == f"[[{table}]]"]
+            if index >= len(headers):
+                return None
+            start = headers[index]
+        else:
+            section, _, key = dotted.rpartition(".")
+            start = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{section}]"), 0)
+        if not key:
+            return start + 1
+        key = key.split(".")[-1]
+        for i in range(start, len(lines)):
+            if re.match(rf"^\s*{re.escape(key)}\s*=", lines[i]):
+                return i + 1
+        return start + 1 if m or start else None
+
+    # -- typed getters ------------------------------------------------------------------
+
+    def table(self, section: dict, name: str, known: set[str]) -> dict:
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise self.fail(f"{name}.{unknown[0]}" if name else unknown[0], "unknown key")
+        return section
+
+    def get(self, section: dict, name: str, key: str, kind: type | tuple, default: Any) -> Any:
+        value = section.get(key, default)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(f"{name}.{key}", f"expected {kinds[0].__name__}, got a boolean")
+        if not isinstance(value, kinds):
+            want = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(f"{name}.{key}", f"expected {want}, got {type(value).__name__}")
+        return value
+
+    def choice(self, section: dict, name: str, key: str, options, default: str) -> str:
+        value = self.get(section, name, key, str, default)
+        if value not in options:
+            raise self.fail(f"{name}.{key}", f"{value!r} is not one of {', '.join(options)}")
+        return value
+
+    def listen(self, section: dict, name: str, default: str) -> Listen:
+        value = self.get(section, name, "listen", str, default)
+        m = re.match(r"^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.\-]+)):(\d{1,5})$", value)
+        if not m or not 0 < int(m.group(3)) < 65536:
+            raise self.fail(f"{name}.listen", f"{value!r} is not HOST:PORT (port 1-65535)")
+        host = m.group(1) or m.group(2)
+        if m.group(1):
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise self.fail(f"{name}.listen", f"{host!r} is not an IPv6 address") from None
+        return Listen(host, int(m.group(3)))
+
+    def duration(self, section: dict, name: str, key: str, default: str) -> int:
+        value = self.get(section, name, key, (str, int), default)
+        m = _DURATION.match(str(value))
+        if not m:
+            raise self.fail(f"{name}.{key}", f"{value!r} is not a duration like 30s, 10m, 1h, 5d")
+        return int(m.group(1)) * _UNITS[m.group(2)]
+
+    def path_of(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.base / p
+
+    def str_list(self, section: dict, name: str, key: str) -> tuple[str, ...]:
+        value = self.get(section, name, key, list, [])
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{name}.{key}", "expected a list of strings")
+        return tuple(value)
+
+    def count(self, section: dict, name: str, key: str, default: int, minimum: int = 0) -> int:
+        value = self.get(section, name, key, int, default)
+        if value < minimum:
+            raise self.fail(f"{name}.{key}", f"must be at least {minimum}")
+        return value
+
+    # -- sections -----------------------------------------------------------------------
+
+    def settings(self) -> Settings:
+        known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
+                 "org", "stream"}
+        self.table(self.raw, "", known)
+        for name in known - {"org", "stream"}:
+            self.get(self.raw, "", name, dict, {})
+        orgs = self.orgs()
+        streams = self.streams(orgs)
+        settings = Settings(
+            path=self.path,
+            gateway=self.gateway_section(),
+            smtp=self.smtp_section(),
+            http=self.http_section(),
+            unsubscribe=self.unsubscribe_section(),
+            delivery=self.delivery_section(),
+            dkim=self.dkim_section(),
+            sms=self.sms_section(),
+            orgs=orgs,
+            streams=streams,
+        )
+        self.check_exposure(settings)
+        return settings
+
+    def gateway_section(self) -> GatewaySettings:
+        s = self.table(self.raw.get("gateway", {}), "gateway", {"data_dir", "ruleset", "mode"})
+        return GatewaySettings(
+            data_dir=self.path_of(self.get(s, "gateway", "data_dir", str, "var")),
+            ruleset=self.choice(s, "gateway", "ruleset", tuple(RULESETS), "uk-pecr"),
+            mode=self.choice(s, "gateway", "mode", ("enforce", "monitor"), "enforce"),
+        )
+
+    def smtp_section(self) -> SmtpSettings:
+        n = "smtp"
+        s = self.table(self.raw.get(n, {}), n, {
+            "listen", "hostname", "max_message_size", "max_recipients", "timeout",
+            "tls_cert", "tls_key", "trusted_networks"})
+        nets = []
+        for cidr in self.str_list(s, n, "trusted_networks"):
+            try:
+                nets.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                raise self.fail(f"{n}.trusted_networks", f"{cidr!r} is not a CIDR") from None
+        cert = self.get(s, n, "tls_cert", str, "")
+        key = self.get(s, n, "tls_key", str, "")
+        if bool(cert) != bool(key):
+            raise self.fail(f"{n}.tls_key" if cert else f"{n}.tls_cert",
+                            "tls_cert and tls_key must be set together")
+        for k, v in (("tls_cert", cert), ("tls_key", key)):
+            if v and not self.path_of(v).is_file():
+                raise self.fail(f"{n}.{k}", f"file {v!r} not found")
+        return SmtpSettings(
+            listen=self.listen(s, n, "127.0.0.1:2525"),
+            hostname=self.get(s, n, "hostname", str, "gateway.example.test"),
+            max_message_size=self.count(s, n, "max_message_size", 26214400, 1024),
+            max_recipients=self.count(s, n, "max_recipients", 100, 1),
+            timeout=self.count(s, n, "timeout", 300, 1),
+            tls_cert=str(self.path_of(cert)) if cert else "",
+            tls_key=str(self.path_of(key)) if key else "",
+            trusted_networks=tuple(nets),
+        )
+
+    def http_section(self) -> HttpSettings:
+        n = "http"
+        s = self.table(self.raw.get(n, {}), n, {"listen", "public_url", "admin_token"})
+        public_url = self.get(s, n, "public_url", str, "http://127.0.0.1:8025").rstrip("/")
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self.fail(f"{n}.public_url", f"{public_url!r} is not an http(s) URL")
+        token = self.get(s, n, "admin_token", str, "change-me")
+        if not token:
+            raise self.fail(f"{n}.admin_token", "must not be empty")
+        return HttpSettings(self.listen(s, n, "127.0.0.1:8025"), public_url, token)
+
+    def unsubscribe_section(self) -> UnsubscribeSettings:
+        n = "unsubscribe"
+        s = self.table(self.raw.get(n, {}), n, {"secret", "mailto_domain", "reply_handling"})
+        secret = self.get(s, n, "secret", (str, list), "change-me-too")
+        secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+        if not secrets or not all(isinstance(x, str) and x for x in secrets):
+            raise self.fail(f"{n}.secret", "expected a non-empty string or list of strings")
+        domain = self.get(s, n, "mailto_domain", str, "unsubscribe.gateway.example.test")
+        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$", domain):
+            raise self.fail(f"{n}.mailto_domain", f"{domain!r} is not a domain name")
+        return UnsubscribeSettings(
+            secrets=secrets,
+            mailto_domain=domain.lower(),
+            reply_handling=self.choice(s, n, "reply_handling", ("rewrite", "off"), "rewrite"),
+        )
+
+    def delivery_section(self) -> DeliverySettings:
+        n = "delivery"
+        s = self.table(self.raw.get(n, {}), n,
+                       {"upstream", "max_age", "retry_initial", "retry_max", "workers"})
+        upstream = self.get(s, n, "upstream", str, "maildir:var/outbox")
+        if upstream.startswith("maildir:"):
+            upstream = "maildir:" + str(self.path_of(upstream.removeprefix("maildir:")))
+        else:
+            parts = urlsplit(upstream)
+            query = parts.query.removeprefix("tls=")
+            if parts.scheme != "smtp" or not parts.hostname or query not in (
+                "", "starttls", "implicit", "none"
+            ):
+                raise self.fail(f"{n}.upstream", f"{upstream!r} is not maildir:PATH or "
+                                "smtp://[user:pass@]host:port[?tls=starttls|implicit|none]")
+            try:
+                parts.port
+            except ValueError:
+                raise self.fail(f"{n}.upstream", "port is not a number") from None
+        return DeliverySettings(
+            upstream=upstream,
+            max_age=self.duration(s, n, "max_age", "5d"),
+            retry_initial=self.duration(s, n, "retry_initial", "30s"),
+            retry_max=self.duration(s, n, "retry_max", "1h"),
+            workers=self.count(s, n, "workers", 4, 1),
+        )
+
+    def dkim_section(self) -> DkimSettings:
+        n = "dkim"
+        s = self.table(self.raw.get(n, {}), n, {"domain", "selector", "private_key_file"})
+        d = DkimSettings(
+            self.get(s, n, "domain", str, ""),
+            self.get(s, n, "selector", str, ""),
+            self.get(s, n, "private_key_file", str, ""),
+        )
+        if d.domain:
+            if not d.selector:
+                raise self.fail(f"{n}.selector", "required when dkim.domain is set")
+            key = self.path_of(d.private_key_file) if d.private_key_file else None
+            if key is None or not key.is_file():
+                raise self.fail(f"{n}.private_key_file", "required, and must be a readable file")
+            d = DkimSettings(d.domain, d.selector, str(key))
+        return d
+
+    def sms_section(self) -> SmsSettings:
+        n = "sms"
+        s = self.table(self.raw.get(n, {}), n, {
+            "provider", "stop_text", "inbound_forward_url", "outbox", "twilio", "vonage"})
+        tw = self.table(self.get(s, n, "twilio", dict, {}), "sms.twilio",
+                        {"account_sid", "auth_token", "api_base"})
+        vo = self.table(self.get(s, n, "vonage", dict, {}), "sms.vonage",
+                        {"api_key", "api_secret", "signature_secret", "api_base"})
+        provider = self.choice(s, n, "provider", ("twilio", "vonage", "outbox"), "outbox")
+        twilio = TwilioSettings(
+            self.get(tw, "sms.twilio", "account_sid", str, ""),
+            self.get(tw, "sms.twilio", "auth_token", str, ""),
+            self.get(tw, "sms.twilio", "api_base", str, "https://api.twilio.com").rstrip("/"),
+        )
+        vonage = VonageSettings(
+            self.get(vo, "sms.vonage", "api_key", str, ""),
+            self.get(vo, "sms.vonage", "api_secret", str, ""),
+            self.get(vo, "sms.vonage", "signature_secret", str, ""),
+            self.get(vo, "sms.vonage", "api_base", str, "https://rest.nexmo.com").rstrip("/"),
+        )
+        if provider == "twilio" and not (twilio.account_sid and twilio.auth_token):
+            raise self.fail("sms.twilio.account_sid", "required when sms.provider = \"twilio\"")
+        if provider == "vonage" and not (vonage.api_key and vonage.api_secret):
+            raise self.fail("sms.vonage.api_key", "required when sms.provider = \"vonage\"")
+        forward = self.get(s, n, "inbound_forward_url", str, "")
+        if forward and urlsplit(forward).scheme not in ("http", "https"):
+            raise self.fail(f"{n}.inbound_forward_url", f"{forward!r} is not an http(s) URL")
+        return SmsSettings(
+            provider=provider,
+            stop_text=self.get(s, n, "stop_text", str, "Reply STOP to opt out"),
+            inbound_forward_url=forward,
+            outbox=self.path_of(self.get(s, n, "outbox", str, "var/sms-outbox.jsonl")),
+            twilio=twilio,
+            vonage=vonage,
+        )
+
+    def orgs(self) -> dict[str, Org]:
+        orgs: dict[str, Org] = {}
+        raw = self.raw.get("org", [])
+        if not isinstance(raw, list):
+            raise self.fail("org", "must be an array of tables: [[org]]")
+        for i, s in enumerate(raw):
+            n = f"org[{i}]"
+            self.table(s, n, {"id", "name", "type", "similar", "soft_opt_in_max_age_days",
+                              "indirect_consent_max_age_days", "default_region"})
+            org_id = self.get(s, n, "id", str, "")
+            if not org_id:
+                raise self.fail(f"{n}.id", "required")
+            if org_id in orgs or org_id == "*":
+                raise self.fail(f"{n}.id", f"duplicate or reserved org id {org_id!r}")
+            similar = self.get(s, n, "similar", list, [])
+            if not all(isinstance(g, list) and all(isinstance(c, str) for c in g)
+                       for g in similar):
+                raise self.fail(f"{n}.similar", "expected a list of lists of category names")
+            region = self.get(s, n, "default_region", str, "GB").upper()
+            if not re.match(r"^[A-Z]{2}$", region):
+                raise self.fail(f"{n}.default_region", f"{region!r} is not a 2-letter region")
+            orgs[org_id] = Org(
+                id=org_id,
+                name=self.get(s, n, "name", str, org_id),
+                type=self.choice(s, n, "type", ORG_TYPES, "commercial"),
+                similar=tuple(tuple(g) for g in similar),
+                soft_opt_in_max_age_days=self.count(s, n, "soft_opt_in_max_age_days", 0),
+                indirect_consent_max_age_days=self.count(
+                    s, n, "indirect_consent_max_age_days", 0),
+                default_region=region,
+            )
+        return orgs
+
+    def streams(self, orgs: dict[str, Org]) -> tuple[Stream, ...]:
+        streams: list[Stream] = []
+        raw = self.raw.get("stream", [])
+        if not isinstance(raw, list):
+            raise self.fail("stream", "must be an array of tables: [[stream]]")
+        for i, s in enumerate(raw):
+            n = f"stream[{i}]"
+            self.table(s, n, {"id", "org", "purpose", "nature", "category", "smtp_username",
+                              "smtp_password", "api_key", "sms_from", "allow_headers"})
+            stream_id = self.get(s, n, "id", str, "")
+            if not stream_id:
+                raise self.fail(f"{n}.id", "required")
+            org = self.get(s, n, "org", str, "")
+            if org not in orgs:
+                raise self.fail(f"{n}.org", f"names no [[org]]: {org!r}")
+            user = self.get(s, n, "smtp_username", str, "")
+            if any(x.id == stream_id for x in streams):
+                raise self.fail(f"{n}.id", f"duplicate stream id {stream_id!r}")
+            if user and any(x.smtp_username == user for x in streams):
+                raise self.fail(f"{n}.smtp_username", f"duplicate SMTP username {user!r}")
+            streams.append(Stream(
+                id=stream_id,
+                org=org,
+                purpose=self.choice(s, n, "purpose", PURPOSES, "marketing"),
+                nature=self.choice(s, n, "nature", NATURES, "commercial"),
+                category=self.get(s, n, "category", str, ""),
+                smtp_username=user,
+                smtp_password=self.get(s, n, "smtp_password", str, ""),
+                api_key=self.get(s, n, "api_key", str, ""),
+                sms_from=self.str_list(s, n, "sms_from"),
+                allow_headers=self.get(s, n, "allow_headers", bool, True),
+            ))
+        return tuple(streams)
+
+    def check_exposure(self, st: Settings) -> None:
+        """Refuse example secrets on a listener other people can reach."""
+        if st.smtp.listen.is_loopback and st.http.listen.is_loopback:
+            return
+        if st.http.admin_token in EXAMPLE_SECRETS:
+            raise self.fail("http.admin_token", "still the example value on a non-loopback "
+                            "listener; set a long random token")
+        if any(s in EXAMPLE_SECRETS for s in st.unsubscribe.secrets):
+            raise self.fail("unsubscribe.secret", "still the example value on a non-loopback "
+                            "listener; set a long random secret")
+        for i, stream in enumerate(st.streams):
+            if stream.smtp_password in EXAMPLE_SECRETS or stream.api_key == "sk_acme_news":
+                raise self.fail(f"stream[{i}].smtp_password", "still the example value on a "
+                                "non-loopback listener")

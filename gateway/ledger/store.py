@@ -1,0 +1,339 @@
+"""The evidence ledger: evidence records, opt-outs, decisions and unsubscribe tokens in
+SQLite (WAL). Append-only: normal operation never updates or deletes a row. This module
+is the one place that knows the SQL of the ledger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import StoreUnavailable
+from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY,
+    org TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL,
+    basis TEXT NOT NULL, obtained_at TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
+    categories TEXT NOT NULL DEFAULT '[]', context TEXT, collected_by TEXT NOT NULL,
+    opt_out_offered INTEGER, named_orgs TEXT NOT NULL DEFAULT '[]',
+    recorded_at TEXT NOT NULL, recorded_via TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS evidence_person ON evidence (address, channel, org);
+CREATE TABLE IF NOT EXISTS optouts (
+    id INTEGER PRIMARY KEY,
+    org TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL,
+    kind TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '', message_id TEXT, client TEXT, token TEXT
+);
+CREATE INDEX IF NOT EXISTS optouts_person ON optouts (address, org);
+CREATE INDEX IF NOT EXISTS optouts_at ON optouts (at);
+CREATE INDEX IF NOT EXISTS optouts_token ON optouts (token);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL, org TEXT NOT NULL, stream TEXT, channel TEXT NOT NULL,
+    address TEXT NOT NULL, purpose TEXT, nature TEXT, category TEXT,
+    allowed INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
+    evidence_id TEXT, message_id TEXT, mode TEXT NOT NULL, ruleset TEXT NOT NULL,
+    explanation TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS decisions_person ON decisions (address, org);
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
+CREATE INDEX IF NOT EXISTS decisions_reason_at ON decisions (reason, at);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL, stream TEXT,
+    message_id TEXT, reply_to TEXT, created_at TEXT NOT NULL
+);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """Who an unsubscribe token stands for (never put in the token itself)."""
+
+    id: str
+    org: str
+    channel: str
+    address: str
+    stream: str | None
+    message_id: str | None
+    reply_to: str | None
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """What `record_decision` needs besides the Decision itself."""
+
+    org: str
+    channel: str
+    address: str
+    stream: str | None
+    purpose: str
+    nature: str
+    category: str | None
+    message_id: str | None
+    mode: str
+
+
+class Ledger:
+    """Thread-safe handle on the ledger database; calls are short and serialised."""
+
+    def __init__(self, data_dir: Path | str, filename: str = "ledger.db"):
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / filename
+        self._lock = threading.RLock()
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
+                               isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+        self.conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        with self._lock:
+            try:
+                cur = self.conn.execute(sql, tuple(params))
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+            return int(cur.lastrowid or 0)
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self.conn.execute(sql, tuple(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def healthy(self) -> bool:
+        """The store answers a read and has room for a write transaction."""
+        try:
+            with self._lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("ROLLBACK")
+            return True
+        except sqlite3.Error:
+            return False
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def record_evidence(self, record: Evidence, via: str = "api") -> int:
+        """Append one validated evidence record; returns its id."""
+        return self._write(
+            "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, "
+            "categories, context, collected_by, opt_out_offered, named_orgs, recorded_at, "
+            "recorded_via) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            self._evidence_row(record, via),
+        )
+
+    def record_evidence_many(self, records: Iterable[Evidence], via: str = "csv") -> int:
+        """Append many records in one transaction (bulk import)."""
+        rows = [self._evidence_row(r, via) for r in records]
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(
+                    "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, "
+                    "categories, context, collected_by, opt_out_offered, named_orgs, "
+                    "recorded_at, recorded_via) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+        return len(rows)
+
+    @staticmethod
+    def _evidence_row(r: Evidence, via: str) -> tuple:
+        return (
+            r.org, r.channel, r.address, r.basis, r.obtained_at.isoformat(), r.source,
+            json.dumps(list(r.categories)), r.context, r.collected_by,
+            None if r.opt_out_offered is None else int(r.opt_out_offered),
+            json.dumps(list(r.named_orgs)), now_iso(), via,
+        )
+
+    @staticmethod
+    def _evidence(row: dict) -> Evidence:
+        return Evidence(
+            id=str(row["id"]), org=row["org"], channel=row["channel"], address=row["address"],
+            basis=row["basis"], obtained_at=_time(row["obtained_at"]), source=row["source"],
+            categories=tuple(json.loads(row["categories"])), context=row["context"],
+            collected_by=row["collected_by"],
+            opt_out_offered=None if row["opt_out_offered"] is None
+            else bool(row["opt_out_offered"]),
+            named_orgs=tuple(json.loads(row["named_orgs"])),
+        )
+
+    def evidence_for(self, address: str, channel: str | None = None,
+                     org: str | None = None) -> tuple[Evidence, ...]:
+        sql, params = "SELECT * FROM evidence WHERE address = ?", [address]
+        if channel:
+            sql, params = sql + " AND channel = ?", params + [channel]
+        if org:
+            sql, params = sql + " AND org = ?", params + [org]
+        return tuple(self._evidence(r) for r in self._rows(sql + " ORDER BY id", params))
+
+    # -- opt-outs -----------------------------------------------------------------------
+
+    def record_opt_out(self, org: str, channel: str, address: str, *, kind: str = "optout",
+                       source: str = "", method: str = "", message_id: str | None = None,
+                       client: str | None = None, token: str | None = None,
+                       at: datetime | None = None) -> int:
+        """Append an opt-out (or, with kind="optin", an active opt-in that lifts one)."""
+        when = (at or datetime.now(timezone.utc)).isoformat(timespec="microseconds")
+        return self._write(
+            "INSERT INTO optouts (org, channel, address, kind, at, source, method, message_id, "
+            "client, token) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (org, channel, address, kind, when, source, method, message_id, client, token),
+        )
+
+    def opt_outs_for(self, address: str, org: str | None = None) -> tuple[OptOut, ...]:
+        sql, params = "SELECT * FROM optouts WHERE address = ?", [address]
+        if org:
+            sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
+        return tuple(
+            OptOut(id=str(r["id"]), org=r["org"], channel=r["channel"], address=r["address"],
+                   at=_time(r["at"]), kind=r["kind"], source=r["source"], method=r["method"])
+            for r in self._rows(sql + " ORDER BY id", params)
+        )
+
+    def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM optouts WHERE address = ?", [address]
+        if org:
+            sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
+        return self._rows(sql + " ORDER BY id", params)
+
+    def opt_out_for_token(self, token: str) -> dict | None:
+        rows = self._rows("SELECT * FROM optouts WHERE token = ? AND kind = 'optout' "
+                          "ORDER BY id LIMIT 1", [token])
+        return rows[0] if rows else None
+
+    def history(self, org: str, channel: str, address: str
+                ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
+        """What the rules engine needs for one person, org and channel."""
+        return self.evidence_for(address, channel, org), self.opt_outs_for(address, org)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def record_decision(self, decision: Decision, what: DecisionRecord) -> int:
+        """Append one decision to the audit log."""
+        outcome = decision.outcome
+        if not decision.allowed and what.mode == "monitor":
+            outcome = "would_block"
+        return self._write(
+            "INSERT INTO decisions (at, org, stream, channel, address, purpose, nature, "
+            "category, allowed, outcome, reason, evidence_id, message_id, mode, ruleset, "
+            "explanation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (now_iso(), what.org, what.stream, what.channel, what.address, what.purpose,
+             what.nature, what.category, int(decision.allowed), outcome, decision.reason,
+             decision.evidence_id, what.message_id, what.mode, decision.ruleset,
+             decision.explanation),
+        )
+
+    def decisions_for(self, address: str, org: str | None = None,
+                      limit: int | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM decisions WHERE address = ?", [address]
+        if org:
+            sql, params = sql + " AND org = ?", params + [org]
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self._rows(sql, params)
+
+    def recent_decisions(self, limit: int = 50, reason: str | None = None,
+                         address: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM decisions WHERE 1=1", []
+        if reason:
+            sql, params = sql + " AND reason = ?", params + [reason]
+        if address:
+            sql, params = sql + " AND address = ?", params + [address]
+        return self._rows(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
+
+    def decision_counts(self, since: str) -> list[dict]:
+        return self._rows(
+            "SELECT channel, outcome, reason, COUNT(*) AS n FROM decisions WHERE at >= ? "
+            "GROUP BY channel, outcome, reason ORDER BY n DESC", [since])
+
+    def opt_out_counts(self, since: str | None = None) -> list[dict]:
+        sql, params = "SELECT channel, method, kind, COUNT(*) AS n FROM optouts", []
+        if since:
+            sql, params = sql + " WHERE at >= ?", [since]
+        return self._rows(sql + " GROUP BY channel, method, kind ORDER BY n DESC", params)
+
+    # -- tokens -------------------------------------------------------------------------
+
+    def record_tokens(self, tokens: Iterable[TokenRecord]) -> None:
+        rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to,
+                 now_iso()) for t in tokens]
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT INTO tokens VALUES (?,?,?,?,?,?,?,?)", rows)
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        rows = self._rows("SELECT * FROM tokens WHERE id = ?", [token_id])
+        if not rows:
+            return None
+        r = rows[0]
+        return TokenRecord(r["id"], r["org"], r["channel"], r["address"], r["stream"],
+                           r["message_id"], r["reply_to"])
+
+    # -- export -------------------------------------------------------------------------
+
+    def trail(self, address: str, org: str | None = None) -> dict:
+        """A person's whole evidence trail: what a compliance officer hands a regulator."""
+        ev_sql, params = "SELECT * FROM evidence WHERE address = ?", [address]
+        if org:
+            ev_sql, params = ev_sql + " AND org = ?", params + [org]
+        evidence = []
+        for r in self._rows(ev_sql + " ORDER BY id", params):
+            r = dict(r)
+            r["categories"] = json.loads(r["categories"])
+            r["named_orgs"] = json.loads(r["named_orgs"])
+            if r["opt_out_offered"] is not None:
+                r["opt_out_offered"] = bool(r["opt_out_offered"])
+            evidence.append(r)
+        decisions = self.decisions_for(address, org)
+        for d in decisions:
+            d["allowed"] = bool(d["allowed"])
+        return {
+            "address": address,
+            "org": org,
+            "evidence": evidence,
+            "opt_outs": self.opt_out_rows(address, org),
+            "decisions": decisions,
+        }
+
+    def iter_all(self, table: str) -> Iterator[dict]:
+        yield from self.db[table].rows

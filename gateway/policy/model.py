@@ -1,0 +1,108 @@
+"""Plain, frozen records the rules work on. No I/O, nothing of ours imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+CHANNELS = ("email", "sms")
+BASES = ("consent", "soft_opt_in", "corporate_subscriber")
+CONTEXTS = ("sale", "negotiation", "enquiry", "interest", "support", "other")
+COLLECTORS = ("self", "third_party")
+ORG_TYPES = ("commercial", "charity", "political", "nonprofit")
+PURPOSES = ("marketing", "service")
+NATURES = ("commercial", "campaigning")
+ALL_ORGS = "*"  # an opt-out with this org covers every organisation (STOPALL)
+ALL_CHANNELS = "all"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One evidence record: why the org believes it may market to this address."""
+
+    id: str
+    org: str
+    channel: str
+    address: str
+    basis: str
+    obtained_at: datetime
+    source: str = ""
+    categories: tuple[str, ...] = ()
+    context: str | None = None
+    collected_by: str = "self"
+    opt_out_offered: bool | None = None
+    named_orgs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """An opt-out (kind "optout") or a later active opt-in (kind "optin") that lifts it."""
+
+    id: str
+    org: str  # an org id, or ALL_ORGS
+    channel: str  # "email", "sms" or ALL_CHANNELS
+    address: str
+    at: datetime
+    kind: str = "optout"
+    source: str = ""
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class OrgPolicy:
+    """What the rules need to know of the sending organisation."""
+
+    id: str
+    name: str
+    type: str = "commercial"
+    similar: tuple[frozenset[str], ...] = ()
+    known_categories: frozenset[str] = frozenset()
+    soft_opt_in_max_age_days: int = 0
+    indirect_consent_max_age_days: int = 0
+
+    def knows(self, category: str | None) -> bool:
+        if not category:
+            return False
+        return category in self.known_categories or any(category in g for g in self.similar)
+
+    def similar_categories(self, a: str | None, b: str | None) -> bool:
+        """Equal or in one `similar` group; a category the org does not know matches nothing."""
+        if not (self.knows(a) and self.knows(b)):
+            return False
+        return a == b or any(a in g and b in g for g in self.similar)
+
+    def is_named(self, names: tuple[str, ...]) -> bool:
+        wanted = {self.id.casefold(), self.name.casefold()}
+        return any(n.strip().casefold() in wanted for n in names)
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """What is being sent, by whom, to which channel, and when."""
+
+    org: OrgPolicy
+    channel: str
+    purpose: str = "marketing"
+    nature: str = "commercial"
+    category: str | None = None
+    now: datetime = field(default_factory=lambda: datetime.now().astimezone())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one recipient: allowed or not, why, and the record relied on."""
+
+    allowed: bool
+    reason: str
+    explanation: str
+    evidence_id: str | None = None
+    ruleset: str = ""
+
+    @property
+    def outcome(self) -> str:
+        return "allowed" if self.allowed else "blocked"
+
+    @property
+    def needs_opt_out(self) -> bool:
+        """Every allowed message except a service message carries an opt-out."""
+        return self.reason != "service_message"

@@ -1,0 +1,50 @@
+"""What every part of a running gateway shares: settings, ledger, consent, tokens, metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .consent import ConsentService
+from .ledger import Ledger
+from .metrics import Metrics
+from .tokens import TokenBook
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    ledger: Ledger
+    consent: ConsentService
+    tokens: TokenBook
+    metrics: Metrics = field(default_factory=Metrics)
+    health: dict = field(default_factory=dict)  # component -> {"last_ok", "last_error", ...}
+    health_probes: dict = field(default_factory=dict)  # name -> async () -> bool (/healthz)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        ledger = Ledger(settings.gateway.data_dir)
+        return cls(settings=settings, ledger=ledger,
+                   consent=ConsentService(settings, ledger),
+                   tokens=TokenBook(ledger, settings.unsubscribe.secrets))
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def unsubscribe_url(self, token: str) -> str:
+        return f"{self.settings.http.public_url}/u/{token}"
+
+    def unsubscribe_mailto(self, token: str) -> str:
+        return f"unsubscribe+{token}@{self.settings.unsubscribe.mailto_domain}"
+
+    def note(self, component: str, ok: bool, detail: str = "") -> None:
+        """Remember the last success / error of an upstream (shown on /status)."""
+        from .ledger import now_iso
+
+        entry = self.health.setdefault(component, {})
+        entry["last_ok" if ok else "last_error"] = now_iso()
+        if not ok:
+            entry["error"] = detail

@@ -1,0 +1,101 @@
+"""The composition root: wires settings, ledger, HTTP, SMTP and delivery into one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Awaitable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .config import Settings
+from .logs import event
+from .runtime import Runtime
+from .web import admin
+from .web.common import RUNTIME
+
+log = logging.getLogger("gateway.server")
+
+# Each channel contributes a starter: (runtime, aiohttp app) -> async stop function.
+Starter = Callable[[Runtime, web.Application], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+def build_http_app(rt: Runtime) -> web.Application:
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app[RUNTIME] = rt
+    app.add_routes(admin.routes)
+    return app
+
+
+def starters() -> list[Starter]:
+    """The channels present in this build, in start order."""
+    found: list[Starter] = []
+    for module in ("gateway.web.pages", "gateway.sms.service", "gateway.mail.service"):
+        try:
+            mod = __import__(module, fromlist=["start"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        found.append(mod.start)
+    return found
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway; `stop()` drains and closes everything."""
+
+    runtime: Runtime
+    http_runner: web.AppRunner
+    stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for stop in reversed(self.stops):
+            await stop()
+        await self.http_runner.cleanup()
+        self.runtime.close()
+
+    async def __aenter__(self) -> RunningGateway:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+async def start(settings: Settings) -> RunningGateway:
+    """Start every part; the HTTP server last, so nothing is served half-ready."""
+    rt = Runtime.open(settings)
+    app = build_http_app(rt)
+    stops = []
+    try:
+        for starter in starters():
+            stops.append(await starter(rt, app))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        listen = settings.http.listen
+        await web.TCPSite(runner, listen.host, listen.port, reuse_address=True).start()
+    except BaseException:
+        for stop in reversed(stops):
+            await stop()
+        rt.close()
+        raise
+    event(log, "http_listening", listen=str(listen), public_url=settings.http.public_url)
+    return RunningGateway(rt, runner, stops)
+
+
+async def serve(settings: Settings, ready: Callable[[RunningGateway], None] | None = None
+                ) -> None:
+    """Run until SIGTERM/SIGINT, then stop accepting, drain, and return."""
+    running = await start(settings)
+    if ready:
+        ready(running)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    await stop_event.wait()
+    event(log, "shutting_down")
+    await running.stop()
+    event(log, "stopped")

@@ -1,0 +1,1 @@
+"""Texts: segment counting, inbound keywords, webhook signatures and provider adapters."""

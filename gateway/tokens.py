@@ -1,0 +1,74 @@
+"""Unsubscribe tokens: unguessable, no address inside, case-insensitive (base32), short
+enough that `unsubscribe+TOKEN@domain` keeps its local part within 64 octets.
+
+A token is base32(random id ‖ HMAC-SHA256(secret, id) truncated). Who it stands for lives
+in the ledger's `tokens` table, so an address never travels in a link. Verification
+tries every configured secret (key rotation: the first signs, all verify)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+from .errors import TokenError
+from .ledger import Ledger, TokenRecord
+
+ID_BYTES = 10
+MAC_BYTES = 10
+TOKEN_LENGTH = 32  # base32 of 20 bytes, no padding
+
+
+def _mac(secret: str, token_id: bytes) -> bytes:
+    return hmac.new(secret.encode(), b"unsubscribe-token:" + token_id,
+                    hashlib.sha256).digest()[:MAC_BYTES]
+
+
+def make_token(secret: str) -> tuple[str, str]:
+    """A new (token, id-hex) pair signed with `secret`."""
+    token_id = secrets.token_bytes(ID_BYTES)
+    raw = token_id + _mac(secret, token_id)
+    return base64.b32encode(raw).decode().lower(), token_id.hex()
+
+
+def token_id_of(token: str, secrets_: tuple[str, ...]) -> str:
+    """The id inside a well-formed token whose MAC matches one of `secrets_`;
+    TokenError otherwise. Every secret is checked, in constant time each."""
+    text = token.strip().upper()
+    if len(text) != TOKEN_LENGTH or not text.isalnum():
+        raise TokenError("malformed token")
+    try:
+        raw = base64.b32decode(text)
+    except (binascii.Error, ValueError):
+        raise TokenError("malformed token") from None
+    token_id, mac = raw[:ID_BYTES], raw[ID_BYTES:]
+    valid = False
+    for secret in secrets_:
+        valid |= hmac.compare_digest(mac, _mac(secret, token_id))
+    if not valid:
+        raise TokenError("token signature does not match")
+    return token_id.hex()
+
+
+class TokenBook:
+    """Issues tokens for recipients and resolves them back, via the ledger."""
+
+    def __init__(self, ledger: Ledger, secrets_: tuple[str, ...]):
+        self.ledger = ledger
+        self.secrets = secrets_
+
+    def issue(self, *, org: str, channel: str, address: str, stream: str | None,
+              message_id: str | None, reply_to: str | None = None) -> tuple[str, TokenRecord]:
+        """A fresh token and its record (not yet stored: the caller stores it with the
+        message so both land in one durable step)."""
+        token, token_id = make_token(self.secrets[0])
+        return token, TokenRecord(token_id, org, channel, address, stream, message_id, reply_to)
+
+    def resolve(self, token: str) -> TokenRecord:
+        """The record of a valid, known token; TokenError for forged or unknown ones."""
+        record = self.ledger.token(token_id_of(token, self.secrets))
+        if record is None:
+            raise TokenError("unknown token")
+        return record

@@ -1,0 +1,1 @@
+"""The aiohttp side: admin API, unsubscribe pages, status page, metrics."""

@@ -1,0 +1,107 @@
+"""The admin API: evidence in, opt-outs in, a person's record out (bearer-token auth)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ..errors import InvalidAddress, StoreUnavailable, ValidationError
+from ..ledger import normalise, parse_evidence
+from ..policy import ALL_CHANNELS, ALL_ORGS, CHANNELS
+from .common import json_body, json_error, require_admin, runtime
+
+routes = web.RouteTableDef()
+
+
+def regions(request: web.Request) -> dict[str, str]:
+    return {o.id: o.default_region for o in runtime(request).settings.orgs.values()}
+
+
+@routes.post("/api/v1/consents")
+async def post_consent(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await json_body(request)
+    try:
+        record = parse_evidence(body, regions(request))
+    except ValidationError as exc:
+        return json_error(422, "invalid", fields=exc.fields)
+    rt = runtime(request)
+    try:
+        record_id = await asyncio.to_thread(rt.ledger.record_evidence, record, "api")
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", detail=str(exc))
+    return web.json_response({"id": record_id, "address": record.address}, status=201)
+
+
+@routes.post("/api/v1/optouts")
+async def post_optout(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await json_body(request)
+    orgs = regions(request)
+    errors: dict[str, str] = {}
+    for key in body:
+        if key not in ("org", "channel", "address", "source"):
+            errors[key] = "unknown field"
+    org, channel = body.get("org"), body.get("channel")
+    if org != ALL_ORGS and org not in orgs:
+        errors["org"] = f"unknown org {org!r}" if org else "required: an org id (or \"*\")"
+    if channel not in (*CHANNELS, ALL_CHANNELS):
+        errors["channel"] = "one of email, sms, all"
+    source = body.get("source", "")
+    if not isinstance(source, str):
+        errors["source"] = "expected a string"
+    address = body.get("address")
+    normalised = None
+    if not isinstance(address, str) or not address.strip():
+        errors["address"] = "required"
+    else:
+        kind = channel if channel in CHANNELS else ("email" if "@" in address else "sms")
+        try:
+            normalised = normalise(kind, address, orgs.get(org, "GB"))
+        except InvalidAddress as exc:
+            errors["address"] = exc.reason
+    if errors:
+        return json_error(422, "invalid", fields=errors)
+    rt = runtime(request)
+    try:
+        opt_id = await asyncio.to_thread(
+            rt.ledger.record_opt_out, org, channel, normalised, source=source, method="api",
+            client=request.remote)
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", detail=str(exc))
+    rt.metrics.opt_outs.labels(channel, "api").inc()
+    return web.json_response({"id": opt_id, "address": normalised}, status=201)
+
+
+@routes.get("/api/v1/contacts/{channel}/{address}")
+async def get_contact(request: web.Request) -> web.Response:
+    require_admin(request)
+    channel = request.match_info["channel"]
+    if channel not in CHANNELS:
+        return json_error(404, "not_found", detail="channel is email or sms")
+    org = request.query.get("org") or None
+    orgs = regions(request)
+    if org is not None and org not in orgs:
+        return json_error(422, "invalid", fields={"org": f"unknown org {org!r}"})
+    try:
+        address = normalise(channel, request.match_info["address"], orgs.get(org or "", "GB"))
+    except InvalidAddress as exc:
+        return json_error(422, "invalid", fields={"address": exc.reason})
+    rt = runtime(request)
+    trail = await asyncio.to_thread(rt.ledger.trail, address, org)
+    trail["channel"] = channel
+    trail["consents"] = [e for e in trail.pop("evidence") if e["channel"] == channel]
+    trail["decisions"] = [d for d in trail["decisions"] if d["channel"] == channel][:100]
+    return web.json_response(trail)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    rt = runtime(request)
+    checks = {"ledger": await asyncio.to_thread(rt.ledger.healthy)}
+    for name, probe in rt.health_probes.items():
+        checks[name] = await probe()
+    ok = all(checks.values())
+    return web.json_response({"status": "ok" if ok else "unhealthy", "checks": checks},
+                             status=200 if ok else 503)
