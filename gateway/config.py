@@ -108,6 +108,7 @@ class VonageSettings:
     api_secret: str
     signature_secret: str
     api_base: str
+    signature_method: str = "md5hash"
 
 
 @dataclass(frozen=True)
@@ -450,7 +451,8 @@ class _Reader:
         tw = self.table(self.get(s, n, "twilio", dict, {}), "sms.twilio",
                         {"account_sid", "auth_token", "api_base"})
         vo = self.table(self.get(s, n, "vonage", dict, {}), "sms.vonage",
-                        {"api_key", "api_secret", "signature_secret", "api_base"})
+                        {"api_key", "api_secret", "signature_secret", "api_base",
+                         "signature_method"})
         provider = self.choice(s, n, "provider", ("twilio", "vonage", "outbox"), "outbox")
         twilio = TwilioSettings(
             self.get(tw, "sms.twilio", "account_sid", str, ""),
@@ -462,6 +464,8 @@ class _Reader:
             self.get(vo, "sms.vonage", "api_secret", str, ""),
             self.get(vo, "sms.vonage", "signature_secret", str, ""),
             self.get(vo, "sms.vonage", "api_base", str, "https://rest.nexmo.com").rstrip("/"),
+            self.choice(vo, "sms.vonage", "signature_method",
+                        ("md5hash", "md5", "sha1", "sha256", "sha512"), "md5hash"),
         )
         if provider == "twilio" and not (twilio.account_sid and twilio.auth_token):
             raise self.fail("sms.twilio.account_sid", "required when sms.provider = \"twilio\"")

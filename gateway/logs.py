@@ -13,6 +13,8 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # aiosmtpd logs every command and a deprecation notice per AUTH at INFO/WARNING.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def _quote(value: object) -> str:

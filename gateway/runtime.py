@@ -22,7 +22,11 @@ class Runtime:
     tokens: TokenBook
     metrics: Metrics = field(default_factory=Metrics)
     health: dict = field(default_factory=dict)  # component -> {"last_ok", "last_error", ...}
+    dkim: object | None = None  # the mail channel's DKIM signer, when [dkim] is set
+    spool: object | None = None  # the mail spool, once the mail channel has started
     health_probes: dict = field(default_factory=dict)  # name -> async () -> bool (/healthz)
+    # name -> () -> dict (or awaitable dict): live state shown on /status, e.g. "spool"
+    status_providers: dict = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:

@@ -104,7 +104,9 @@ class Ledger:
                                isolation_level=None)
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
-        conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL in WAL mode survives a killed process (the OS has the WAL); the spool,
+        # which holds accepted mail, uses FULL and fsyncs every commit.
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
         self.conn = conn
@@ -279,6 +281,12 @@ class Ledger:
         return self._rows(
             "SELECT channel, outcome, reason, COUNT(*) AS n FROM decisions WHERE at >= ? "
             "GROUP BY channel, outcome, reason ORDER BY n DESC", [since])
+
+    def decision_counts_by_hour(self, since: str) -> list[dict]:
+        """Decisions per UTC hour ("YYYY-MM-DDTHH") and outcome since `since` (index on at)."""
+        return self._rows(
+            "SELECT substr(at, 1, 13) AS hour, outcome, COUNT(*) AS n FROM decisions "
+            "WHERE at >= ? GROUP BY hour, outcome ORDER BY hour", [since])
 
     def opt_out_counts(self, since: str | None = None) -> list[dict]:
         sql, params = "SELECT channel, method, kind, COUNT(*) AS n FROM optouts", []

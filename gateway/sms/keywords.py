@@ -121,21 +121,23 @@ _INSTRUCTION_END = (
     r"|\s+(?:to|2|or|and|if|at|any\s*time|for|now)\b))"
 )
 
+# Reply STOP / text STOP to 60777 / txt 'STOP' / respond with the word STOP
+_SEND_KEYWORD = (
+    r"\b(?:reply|text|txt|send|sms|respond|msg|message)\b[\s:]*"
+    rf"(?:with\s+)?(?:the\s+word\s+)?{_QUOTE}{_OPT_OUT_WORD}{_INSTRUCTION_END}"
+)
+# STOP to opt out / STOP2END / STOP=stop / STOP to 60777
+_KEYWORD_TO_EFFECT = (
+    rf"\b{_TRIGGER_WORD}{_QUOTE}\s*(?:to|2|=)\s*"
+    r"(?:(?:opt[\s\-]?out|unsubscribe|unsub|end|stop|quit|cancel)\b|\+?\d{4,})"
+)
+# unsubscribe: https://… / opt out at https://… / to unsubscribe visit https://…
+_WORD_THEN_LINK = rf"\b(?:unsubscribe|unsub|opt[\s\-]?out)\b[^\n]{{0,30}}?{_URL}"
+# https://… to opt out
+_LINK_THEN_WORD = rf"{_URL}\s+to\s+(?:unsubscribe|opt[\s\-]?out)\b"
+
 _OPT_OUT_INSTRUCTION = re.compile(
-    "|".join(
-        (
-            # Reply STOP / text STOP to 60777 / txt 'STOP' / respond with the word STOP
-            r"\b(?:reply|text|txt|send|sms|respond|msg|message)\b[\s:]*"
-            rf"(?:with\s+)?(?:the\s+word\s+)?{_QUOTE}{_OPT_OUT_WORD}{_INSTRUCTION_END}",
-            # STOP to opt out / STOP2END / STOP=stop / STOP to 60777
-            rf"\b{_TRIGGER_WORD}{_QUOTE}\s*(?:to|2|=)\s*"
-            r"(?:(?:opt[\s\-]?out|unsubscribe|unsub|end|stop|quit|cancel)\b|\+?\d{4,})",
-            # unsubscribe: https://… / opt out at https://… / to unsubscribe visit https://…
-            rf"\b(?:unsubscribe|unsub|opt[\s\-]?out)\b[^\n]{{0,30}}?{_URL}",
-            # https://… to opt out
-            rf"{_URL}\s+to\s+(?:unsubscribe|opt[\s\-]?out)\b",
-        )
-    ),
+    f"{_SEND_KEYWORD}|{_KEYWORD_TO_EFFECT}|{_WORD_THEN_LINK}|{_LINK_THEN_WORD}",
     re.IGNORECASE | re.MULTILINE,
 )
 

@@ -1,0 +1,199 @@
+"""The durable mail spool: every copy accepted with 250 lives here until delivered or
+bounced. Its own SQLite file (WAL, synchronous=FULL: each commit is fsync'd), so a
+`kill -9` after the 250 loses nothing and each replica can keep a local spool."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StoreUnavailable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,            -- copy | dsn | bounce | reply
+    message_id TEXT, stream TEXT, org TEXT,
+    mail_from TEXT NOT NULL, rcpt TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'queued',   -- queued | delivered | bounced | dropped
+    last_error TEXT, finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS spool_due ON spool (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS delivery_log (
+    id INTEGER PRIMARY KEY, spool_id INTEGER NOT NULL, at REAL NOT NULL,
+    result TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS delivery_log_at ON delivery_log (at);
+"""
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One message for one recipient, ready for the upstream."""
+
+    kind: str
+    mail_from: str
+    rcpt: str
+    data: bytes
+    message_id: str | None = None
+    stream: str | None = None
+    org: str | None = None
+
+
+@dataclass(frozen=True)
+class QueuedCopy:
+    id: int
+    copy: Copy
+    created_at: float
+    attempts: int
+
+
+class Spool:
+    """Queue operations; every method is one short transaction."""
+
+    def __init__(self, data_dir: Path | str, filename: str = "spool.db"):
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / filename
+        self._lock = threading.Lock()
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
+                                    isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def _tx(self, fn):
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                result = fn(self.conn)
+                self.conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"spool write failed: {exc}") from exc
+
+    def put(self, copies: Iterable[Copy]) -> list[int]:
+        """Store copies durably in one transaction; returns their ids. Only after this
+        returns may the SMTP client be told 250."""
+        now = time.time()
+        items = list(copies)
+
+        def insert(conn: sqlite3.Connection) -> list[int]:
+            ids = []
+            for c in items:
+                cur = conn.execute(
+                    "INSERT INTO spool (kind, message_id, stream, org, mail_from, rcpt, data, "
+                    "created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (c.kind, c.message_id, c.stream, c.org, c.mail_from, c.rcpt, c.data,
+                     now, now))
+                ids.append(int(cur.lastrowid))
+            return ids
+
+        return self._tx(insert)
+
+    def due(self, limit: int, exclude: set[int], now: float | None = None) -> list[QueuedCopy]:
+        """Queued copies whose next attempt is due, oldest first."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT id, kind, mail_from, rcpt, data, message_id, stream, org, created_at, "
+                "attempts FROM spool WHERE status = 'queued' AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(exclude))).fetchall()
+        out = []
+        for r in rows:
+            if r[0] in exclude:
+                continue
+            out.append(QueuedCopy(r[0], Copy(r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]),
+                                  r[8], r[9]))
+        return out[:limit]
+
+    def next_due_at(self) -> float | None:
+        with self._lock:
+            row = self.conn.execute("SELECT MIN(next_attempt_at) FROM spool "
+                                    "WHERE status = 'queued'").fetchone()
+        return row[0]
+
+    def _finish(self, spool_id: int, status: str, result: str, detail: str | None) -> None:
+        now = time.time()
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE spool SET status = ?, finished_at = ?, last_error = ?, "
+                         "attempts = attempts + 1, data = CASE WHEN ? = 'delivered' "
+                         "THEN x'' ELSE data END WHERE id = ?",
+                         (status, now, detail, status, spool_id))
+            conn.execute("INSERT INTO delivery_log (spool_id, at, result, detail) "
+                         "VALUES (?,?,?,?)", (spool_id, now, result, detail))
+
+        self._tx(update)
+
+    def delivered(self, spool_id: int, detail: str = "") -> None:
+        self._finish(spool_id, "delivered", "delivered", detail)
+
+    def bounced(self, spool_id: int, detail: str) -> None:
+        self._finish(spool_id, "bounced", "bounced", detail)
+
+    def dropped(self, spool_id: int, detail: str) -> None:
+        """A failed bounce (null sender): nobody left to tell; kept for the log."""
+        self._finish(spool_id, "dropped", "dropped", detail)
+
+    def retry_later(self, spool_id: int, at: float, detail: str) -> None:
+        now = time.time()
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, "
+                         "last_error = ? WHERE id = ?", (at, detail, spool_id))
+            conn.execute("INSERT INTO delivery_log (spool_id, at, result, detail) "
+                         "VALUES (?,?,?,?)", (spool_id, now, "deferred", detail))
+
+        self._tx(update)
+
+    def stats(self) -> dict:
+        """Depth, oldest queued, and recent failures, for /status and /metrics."""
+        with self._lock:
+            depth, oldest = self.conn.execute(
+                "SELECT COUNT(*), MIN(created_at) FROM spool WHERE status = 'queued'"
+            ).fetchone()
+            since = time.time() - 86400
+            counts = dict(self.conn.execute(
+                "SELECT result, COUNT(*) FROM delivery_log WHERE at >= ? GROUP BY result",
+                (since,)).fetchall())
+            errors = self.conn.execute(
+                "SELECT l.at, l.result, l.detail, s.rcpt FROM delivery_log l JOIN spool s "
+                "ON s.id = l.spool_id WHERE l.result != 'delivered' ORDER BY l.id DESC LIMIT 10"
+            ).fetchall()
+        return {
+            "depth": depth,
+            "oldest_queued_at": oldest,
+            "last_24h": counts,
+            "last_errors": [{"at": e[0], "result": e[1], "detail": e[2], "rcpt": e[3]}
+                            for e in errors],
+        }
+
+    def status_of(self, spool_id: int) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT status FROM spool WHERE id = ?",
+                                    (spool_id,)).fetchone()
+        return row[0] if row else None
+
+    def healthy(self) -> bool:
+        try:
+            with self._lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("ROLLBACK")
+            return True
+        except sqlite3.Error:
+            return False

@@ -1,0 +1,1 @@
+"""Email channel: SMTP session, MIME rewriting, DKIM signing, delivery, inbound opt-out mail."""

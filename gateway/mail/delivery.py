@@ -1,0 +1,150 @@
+"""Delivery workers: take due copies from the spool, send them upstream, retry with
+exponential back-off and jitter, bounce to the sender on permanent failure or max_age."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from ..ledger.spool import Copy, QueuedCopy, Spool
+from ..logs import event
+from ..runtime import Runtime
+from .dsn import Failure, build_dsn
+from .upstream import PermanentFailure, TemporaryFailure, make_upstream
+
+log = logging.getLogger("gateway.delivery")
+
+
+def backoff(attempts: int, initial: float, maximum: float) -> float:
+    """initial·2^attempts capped at maximum, ±20 % jitter so retries don't stampede."""
+    delay = min(maximum, initial * (2 ** min(attempts, 30)))
+    return delay * random.uniform(0.8, 1.2)
+
+
+class Delivery:
+    """A dispatcher feeding N workers; `wake()` after spooling for prompt delivery."""
+
+    def __init__(self, rt: Runtime, spool: Spool):
+        self.rt = rt
+        self.spool = spool
+        self.settings = rt.settings.delivery
+        self.queue: asyncio.Queue[QueuedCopy] = asyncio.Queue()
+        self.in_flight: set[int] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task] = []
+        self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname)
+                          for _ in range(self.settings.workers)]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._dispatch(), name="delivery-dispatch"))
+        for i, upstream in enumerate(self.upstreams):
+            self._tasks.append(asyncio.create_task(self._work(upstream), name=f"delivery-{i}"))
+
+    async def stop(self, grace: float = 20.0) -> None:
+        """Stop taking new work; let copies in flight finish (or stay queued for the
+        next start: the spool still holds them)."""
+        self._stopping = True
+        self._wake.set()
+        dispatcher, workers = self._tasks[0], self._tasks[1:]
+        dispatcher.cancel()
+        while not self.queue.empty():  # not started: stays queued in the spool
+            item = self.queue.get_nowait()
+            self.in_flight.discard(item.id)
+        for _ in workers:
+            self.queue.put_nowait(None)  # type: ignore[arg-type]
+        done, pending = await asyncio.wait(workers, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(dispatcher, *workers, return_exceptions=True)
+        for upstream in self.upstreams:
+            await upstream.close()
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.settings.workers * 2 - self.queue.qsize()
+            if free > 0:
+                try:
+                    due = await asyncio.to_thread(self.spool.due, free, set(self.in_flight))
+                except Exception as exc:  # noqa: BLE001 - keep dispatching; log it
+                    event(log, "spool_read_failed", logging.ERROR, error=str(exc))
+                    due = []
+                for item in due:
+                    self.in_flight.add(item.id)
+                    self.queue.put_nowait(item)
+                self.rt.metrics.spool_depth.set(len(self.in_flight))
+            next_at = await asyncio.to_thread(self.spool.next_due_at)
+            wait = 1.0 if next_at is None else max(0.05, min(1.0, next_at - time.time()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _work(self, upstream) -> None:
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            try:
+                await self._deliver(upstream, item)
+            except Exception as exc:  # noqa: BLE001 - the copy stays queued; log and go on
+                event(log, "delivery_crashed", logging.ERROR, spool_id=item.id, error=repr(exc))
+            finally:
+                self.in_flight.discard(item.id)
+
+    async def _deliver(self, upstream, item: QueuedCopy) -> None:
+        metrics = self.rt.metrics.delivery_attempts
+        try:
+            detail = await upstream.send(item)
+        except PermanentFailure as exc:
+            metrics.labels("permanent_failure").inc()
+            self.rt.note("upstream", False, str(exc))
+            await self._bounce(item, str(exc), "5.0.0")
+            return
+        except TemporaryFailure as exc:
+            metrics.labels("temporary_failure").inc()
+            self.rt.note("upstream", False, str(exc))
+            await self._defer(item, str(exc))
+            return
+        metrics.labels("delivered").inc()
+        self.rt.note("upstream", True)
+        await asyncio.to_thread(self.spool.delivered, item.id, detail)
+        event(log, "delivered", spool_id=item.id, kind=item.copy.kind,
+              message_id=item.copy.message_id or "", attempts=item.attempts + 1)
+
+    async def _defer(self, item: QueuedCopy, detail: str) -> None:
+        if time.time() - item.created_at > self.settings.max_age:
+            await self._bounce(item, f"gave up after {item.attempts + 1} attempts: {detail}",
+                               "4.4.7")
+            return
+        at = time.time() + backoff(item.attempts, self.settings.retry_initial,
+                                   self.settings.retry_max)
+        await asyncio.to_thread(self.spool.retry_later, item.id, at, detail)
+        event(log, "deferred", logging.WARNING, spool_id=item.id, attempts=item.attempts + 1,
+              retry_in=round(at - time.time(), 1), error=detail)
+
+    async def _bounce(self, item: QueuedCopy, detail: str, status: str) -> None:
+        """Tell the envelope sender; never bounce a bounce (null sender)."""
+        c = item.copy
+        if not c.mail_from or c.kind in ("dsn", "bounce"):
+            await asyncio.to_thread(self.spool.dropped, item.id, detail)
+            event(log, "dropped", logging.ERROR, spool_id=item.id, error=detail)
+            return
+        dsn = build_dsn(hostname=self.rt.settings.smtp.hostname, to=c.mail_from,
+                        original=c.data,
+                        failures=[Failure(c.rcpt, status, f"smtp; {detail}")])
+        bounce = Copy("bounce", "", c.mail_from, dsn, c.message_id, c.stream, c.org)
+
+        def put_and_finish() -> None:
+            self.spool.put([bounce])
+            self.spool.bounced(item.id, detail)
+
+        await asyncio.to_thread(put_and_finish)
+        event(log, "bounced", logging.WARNING, spool_id=item.id, error=detail)
+        self.wake()

@@ -1,0 +1,301 @@
+"""Per-recipient rewriting of a marketing message: opt-out headers, footer or link, Reply-To.
+
+Only the text parts that change are re-encoded. Every other part (attachments, inline
+images, forwarded messages, signed content) is written back exactly as it arrived: the
+policy below never refolds a header taken from the source, and the generator writes an
+untouched part's encoded body verbatim (only line endings become CRLF).
+
+Decisions worth knowing:
+- The placeholder (`{{unsubscribe_url}}`, `{{ unsubscribe_url }}` or its URL-encoded form
+  `%7B%7Bunsubscribe_url%7D%7D`) in any displayable part means the sender placed the link
+  themselves: it is replaced in every displayable part and no footer is added anywhere.
+- A message with no displayable text part (say, only a PDF) gets a small text/plain footer
+  part: appended to a top-level multipart/mixed, otherwise the original body is wrapped,
+  untouched, in a new multipart/mixed.
+- Signed or encrypted messages (multipart/signed, multipart/encrypted, pkcs7-mime) get the
+  headers only; their body is copied byte for byte.
+- A multipart whose boundary is missing or never found, a text part with broken base64, an
+  unknown charset or transfer encoding raise `UnrewritableMessage`: never a broken copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import secrets
+from dataclasses import dataclass
+from email import errors as email_errors
+from email import policy as email_policy
+from email import quoprimime
+from email.generator import BytesGenerator
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import make_msgid, parseaddr
+from io import BytesIO
+from typing import Iterator
+
+from gateway.errors import GatewayError
+
+# Source headers are written back as they came; new ones are never folded (a long URL in an
+# unstructured header would otherwise be turned into an RFC 2047 encoded word).
+POLICY = email_policy.default.clone(linesep="\r\n", refold_source="none", max_line_length=0)
+
+HEADERS_ONLY_TYPES = frozenset(
+    {"multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
+     "application/x-pkcs7-mime"}
+)
+PLACEHOLDER = re.compile(
+    r"\{\{[ \t]*unsubscribe_url[ \t]*\}\}|%7[Bb]%7[Bb]unsubscribe_url%7[Dd]%7[Dd]"
+)
+BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+HEADER_END = re.compile(rb"\r?\n\r?\n")
+KNOWN_CTES = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
+STRUCTURE_DEFECTS = (
+    email_errors.NoBoundaryInMultipartDefect,
+    email_errors.StartBoundaryNotFoundDefect,
+    email_errors.MultipartInvariantViolationDefect,
+)
+DECODE_DEFECTS = (
+    email_errors.InvalidBase64PaddingDefect,
+    email_errors.InvalidBase64CharactersDefect,
+    email_errors.InvalidBase64LengthDefect,
+)
+MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1
+
+
+class UnrewritableMessage(GatewayError):
+    """The message's MIME structure cannot be rewritten without breaking it; refuse it."""
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """One recipient's copy, ready to sign and spool."""
+
+    data: bytes
+    headers_only: bool
+    original_reply_to: str | None
+    message_id: str
+
+
+@dataclass
+class _TextPart:
+    """A displayable part with its decoded text, while it is being rewritten."""
+
+    part: Message
+    text: str
+    charset: str
+    is_html: bool
+
+
+def rewrite_for_recipient(
+    raw: bytes,
+    *,
+    unsubscribe_url: str,
+    mailto_url: str,
+    reply_to: str | None,
+    footer_text: str,
+    footer_html: str,
+    remove_headers_prefix: str = "X-Gateway-",
+) -> RewriteResult:
+    """Return the copy of `raw` for one recipient, with CRLF line endings.
+
+    `original_reply_to` is the Reply-To (or From) that `reply_to` replaced, None when
+    `reply_to` is None. Raises UnrewritableMessage when the MIME cannot be safely changed.
+    """
+    for value in (unsubscribe_url, mailto_url, reply_to or ""):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header value contains a line break: {value!r}")
+    msg = BytesParser(policy=POLICY).parsebytes(raw)
+    headers_only = msg.get_content_type() in HEADERS_ONLY_TYPES
+    if not headers_only:
+        _rewrite_body(msg, unsubscribe_url, footer_text, footer_html)
+    _remove_headers(msg, remove_headers_prefix)
+    _replace_header(msg, "List-Unsubscribe", f"<{unsubscribe_url}>, <{mailto_url}>")
+    _replace_header(msg, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    original_reply_to = None
+    if reply_to is not None:
+        original = msg.get("Reply-To") or msg.get("From")
+        original_reply_to = str(original) if original is not None else None
+        _replace_header(msg, "Reply-To", reply_to)
+    message_id = _ensure_message_id(msg)
+    data = _serialise_headers_only(msg, raw) if headers_only else _serialise(msg)
+    return RewriteResult(data, headers_only, original_reply_to, message_id)
+
+
+# --- body ----------------------------------------------------------------------------------
+
+
+def _rewrite_body(msg: Message, url: str, footer_text: str, footer_html: str) -> None:
+    """Replace the placeholder everywhere it may be, or else add the footers."""
+    parts = [_decode(part) for part in _display_parts(msg)]
+    if not parts:
+        _add_footer_part(msg, footer_text)
+    elif any(PLACEHOLDER.search(p.text) for p in parts):
+        for p in parts:
+            link = html.escape(url, quote=True) if p.is_html else url
+            new_text = PLACEHOLDER.sub(lambda _m: link, p.text)
+            if new_text != p.text:
+                _store(p, new_text)
+    else:
+        for p in parts:
+            _store(p, _with_footer(p, footer_text, footer_html))
+
+
+def _display_parts(part: Message) -> Iterator[Message]:
+    """Yield the text/plain and text/html parts meant for display, checking structure.
+
+    Forwarded messages (message/*) and signed or encrypted subtrees are not entered.
+    """
+    ctype = part.get_content_type()
+    if part.get_content_maintype() == "multipart":
+        if not isinstance(part.get_payload(), list) or any(
+            isinstance(d, STRUCTURE_DEFECTS) for d in part.defects
+        ):
+            raise UnrewritableMessage(
+                f"{ctype} part has a missing or unmatched boundary, so its parts cannot be "
+                "found; fix the sender's MIME (boundary parameter and delimiter lines)"
+            )
+        if ctype not in HEADERS_ONLY_TYPES:
+            for sub in part.iter_parts():
+                yield from _display_parts(sub)
+    elif ctype in ("text/plain", "text/html") and not part.is_attachment():
+        yield part
+
+
+def _decode(part: Message) -> _TextPart:
+    """Decode a text part to str; undecodable bytes survive as surrogate escapes."""
+    cte = _cte(part)
+    if cte not in KNOWN_CTES:
+        raise UnrewritableMessage(f"text part has unknown Content-Transfer-Encoding {cte!r}")
+    data = part.get_payload(decode=True)
+    if any(isinstance(d, DECODE_DEFECTS) for d in part.defects):
+        raise UnrewritableMessage("text part has broken base64; the sender must re-encode it")
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        text = data.decode(charset, "surrogateescape")
+    except LookupError:
+        raise UnrewritableMessage(f"text part declares unknown charset {charset!r}") from None
+    return _TextPart(part, text, charset, part.get_content_subtype() == "html")
+
+
+def _with_footer(p: _TextPart, footer_text: str, footer_html: str) -> str:
+    """The part's text with the footer: HTML before the last </body>, plain text at the end."""
+    eol = "\r\n" if "\r\n" in p.text else "\n"
+    if p.is_html:
+        footer = _with_eol(footer_html, eol)
+        closes = list(BODY_CLOSE.finditer(p.text))
+        if not closes:
+            return p.text + footer
+        at = closes[-1].start()
+        return p.text[:at] + footer + p.text[at:]
+    body = p.text if p.text.endswith("\n") or not p.text else p.text + eol
+    footer = _with_eol(footer_text, eol)
+    return body + eol + footer + ("" if footer.endswith(eol) else eol)
+
+
+def _with_eol(text: str, eol: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", eol)
+
+
+def _store(p: _TextPart, new_text: str) -> None:
+    """Encode new text into the part: its own charset if possible, else UTF-8."""
+    charset = p.charset
+    try:
+        data = new_text.encode(charset, "surrogateescape")
+    except UnicodeEncodeError:
+        charset = "utf-8"
+        data = new_text.encode(charset, "surrogateescape")
+    payload, cte = _encode_body(data, _cte(p.part))
+    p.part.set_payload(payload)
+    if cte != _cte(p.part):
+        del p.part["Content-Transfer-Encoding"]
+        p.part.set_raw("Content-Transfer-Encoding", cte)
+    if charset != p.charset:
+        p.part.set_param("charset", charset, replace="Content-Type" in p.part)
+
+
+def _encode_body(data: bytes, cte: str) -> tuple[str, str]:
+    """Encode body bytes, keeping the transfer encoding unless it is no longer safe."""
+    if cte == "base64":
+        return base64.encodebytes(data).decode("ascii"), cte
+    long_line = any(len(line) > MAX_LINE_OCTETS for line in re.split(rb"\r?\n", data))
+    eight_bit_in_7bit = cte == "7bit" and not data.isascii()
+    if cte == "quoted-printable" or long_line or eight_bit_in_7bit:
+        encoded = quoprimime.body_encode(data.decode("latin-1"), maxlinelen=76, eol="\n")
+        return encoded, "quoted-printable"
+    # 8-bit bytes ride in the str as surrogate escapes, as the parser stores them.
+    return data.decode("ascii", "surrogateescape"), cte
+
+
+def _cte(part: Message) -> str:
+    return str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+
+
+def _add_footer_part(msg: Message, footer_text: str) -> None:
+    """Give a message with no displayable text a text/plain footer part."""
+    footer = EmailMessage(policy=POLICY)
+    footer.set_raw("Content-Type", 'text/plain; charset="utf-8"')
+    footer.set_raw("Content-Transfer-Encoding", "7bit")
+    footer.set_raw("Content-Disposition", "inline")
+    _store(_TextPart(footer, "", "utf-8", False), _with_eol(footer_text, "\n"))
+    if msg.get_content_type() == "multipart/mixed":
+        msg.attach(footer)
+        return
+    inner = EmailMessage(policy=POLICY)
+    for name, value in msg.raw_items():
+        if name.lower().startswith("content-"):
+            inner.set_raw(name, value)
+    _remove_headers(msg, "Content-")
+    inner.set_payload(msg.get_payload())
+    inner.preamble, inner.epilogue = msg.preamble, msg.epilogue
+    msg.preamble = msg.epilogue = None
+    if "MIME-Version" not in msg:
+        msg.set_raw("MIME-Version", "1.0")
+    msg.set_raw("Content-Type", f'multipart/mixed; boundary="=_gw_{secrets.token_hex(16)}"')
+    msg.set_payload([inner, footer])
+
+
+# --- headers and output --------------------------------------------------------------------
+
+
+def _remove_headers(msg: Message, prefix: str) -> None:
+    """Delete every header whose name starts with `prefix`, in any case."""
+    for name in {n for n in msg.keys() if n.lower().startswith(prefix.lower())}:
+        del msg[name]
+
+
+def _replace_header(msg: Message, name: str, value: str) -> None:
+    """Set one header, replacing all others of that name; ASCII values go out verbatim."""
+    del msg[name]
+    if value.isascii():
+        msg.set_raw(name, value)
+    else:
+        msg[name] = value
+
+
+def _ensure_message_id(msg: Message) -> str:
+    """Return the Message-ID, adding one (in the From domain) when missing."""
+    existing = msg.get("Message-ID")
+    if existing is not None and str(existing).strip():
+        return str(existing).strip()
+    domain = parseaddr(str(msg.get("From", "")))[1].rpartition("@")[2]
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", domain):
+        domain = "gateway.invalid"
+    message_id = make_msgid(domain=domain)
+    _replace_header(msg, "Message-ID", message_id)
+    return message_id
+
+
+def _serialise(msg: Message) -> bytes:
+    out = BytesIO()
+    BytesGenerator(out, policy=POLICY).flatten(msg)
+    return out.getvalue()
+
+
+def _serialise_headers_only(msg: Message, raw: bytes) -> bytes:
+    """New header block + the original body, byte for byte (line endings made CRLF)."""
+    head = b"".join(POLICY.fold_binary(name, value) for name, value in msg.raw_items())
+    split = HEADER_END.split(raw, maxsplit=1)
+    body = split[1] if len(split) == 2 else b""
+    return head + b"\r\n" + re.sub(rb"\r?\n", b"\r\n", body)

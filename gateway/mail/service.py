@@ -1,0 +1,69 @@
+"""Starts the email channel: the SMTP listener, the spool and the delivery workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from aiohttp import web
+
+from ..ledger.spool import Spool
+from ..logs import event
+from ..runtime import Runtime
+from .delivery import Delivery
+from .dkim_sign import load_signer
+from .session import GatewayHandler, GatewaySMTP
+
+log = logging.getLogger("gateway.smtp")
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def start(rt: Runtime, app: web.Application):
+    """Open the spool, start delivery (whatever is spooled goes out at once), then listen."""
+    s = rt.settings
+    if s.dkim.enabled:
+        rt.dkim = load_signer(s.dkim.domain, s.dkim.selector, s.dkim.private_key_file)
+    spool = await asyncio.to_thread(Spool, s.gateway.data_dir)
+    delivery = Delivery(rt, spool)
+    delivery.start()
+    handler = GatewayHandler(rt, spool, delivery.wake)
+    context = tls_context(s.smtp.tls_cert, s.smtp.tls_key)
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> GatewaySMTP:
+        return GatewaySMTP(
+            handler, data_size_limit=s.smtp.max_message_size, enable_SMTPUTF8=True,
+            decode_data=False, hostname=s.smtp.hostname, ident="consent-gateway",
+            tls_context=context, timeout=s.smtp.timeout, authenticator=handler.authenticate,
+            auth_require_tls=True, command_call_limit={"RCPT": s.smtp.max_recipients + 20,
+                                                       "*": 200}, loop=loop)
+
+    try:
+        server = await loop.create_server(protocol, s.smtp.listen.host, s.smtp.listen.port,
+                                          reuse_address=True)
+    except BaseException:
+        await delivery.stop()
+        spool.close()
+        raise
+    rt.health_probes["spool"] = lambda: asyncio.to_thread(spool.healthy)
+    rt.spool = spool
+    rt.status_providers["spool"] = spool.stats
+    event(log, "smtp_listening", listen=str(s.smtp.listen), tls=bool(context),
+          upstream=s.delivery.upstream.split("@")[-1])
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
+        await delivery.stop()
+        await asyncio.to_thread(spool.close)
+        event(log, "smtp_stopped")
+
+    return stop

@@ -1,0 +1,253 @@
+"""The SMTP session: aiosmtpd's protocol engine with our handler hooks. Policy lives in
+`consent`; this module only maps SMTP commands onto it and answers in SMTP terms."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from ..config import Stream
+from ..errors import InvalidAddress, StoreUnavailable, TokenError
+from ..ledger import DecisionRecord, TokenRecord, normalise_email
+from ..ledger.spool import Copy, Spool
+from ..logs import event
+from ..runtime import Runtime
+from .copies import prepare
+from .dsn import build_dsn
+from .inbound import asks_to_opt_out, is_auto_reply, parse
+from .rewrite import UnrewritableMessage
+
+log = logging.getLogger("gateway.smtp")
+
+
+def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(session.peer[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP, allowing AUTH without TLS only from loopback clients."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        try:
+            loopback = ipaddress.ip_address(peer[0]).is_loopback
+        except (TypeError, ValueError, IndexError):
+            loopback = False
+        self._auth_require_tls = not loopback
+
+
+@dataclass
+class Transaction:
+    """Our per-envelope state beside aiosmtpd's Envelope."""
+
+    relay: list[str] = field(default_factory=list)  # recipients to decide and deliver
+    inbound: list[tuple[str, str, TokenRecord]] = field(default_factory=list)  # kind, rcpt
+
+
+def _tx(envelope: Envelope) -> Transaction:
+    tx = getattr(envelope, "gateway_tx", None)
+    if tx is None:
+        tx = Transaction()
+        envelope.gateway_tx = tx  # type: ignore[attr-defined]
+    return tx
+
+
+class GatewayHandler:
+    """handle_RCPT / handle_DATA hooks; `wake` tells delivery there is new work."""
+
+    def __init__(self, rt: Runtime, spool: Spool, wake):
+        self.rt = rt
+        self.spool = spool
+        self.wake = wake
+        self.settings = rt.settings
+
+    # -- authentication -----------------------------------------------------------------
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            user = auth_data.login.decode("utf-8", "replace")
+            stream = self.settings.stream_for_smtp_user(user)
+            ok = stream is not None and bool(stream.smtp_password) and hmac.compare_digest(
+                auth_data.password, stream.smtp_password.encode())
+            if ok:
+                event(log, "auth_ok", user=user, peer=session.peer[0])
+                return AuthResult(success=True, auth_data=stream.id)
+            event(log, "auth_failed", logging.WARNING, user=user, peer=session.peer[0])
+        return AuthResult(success=False, handled=False)
+
+    def stream_for(self, session: Session, envelope: Envelope) -> Stream | None:
+        """The authenticated stream, or for a trusted network the stream named by the
+        sender's local part (else the first). None: this client may not relay."""
+        if session.authenticated and session.auth_data:
+            return self.settings.stream(session.auth_data)
+        ip = peer_ip(session)
+        if ip is not None and any(ip in net for net in self.settings.smtp.trusted_networks):
+            local = (envelope.mail_from or "").rpartition("@")[0]
+            return self.settings.stream_for_smtp_user(local) or (
+                self.settings.streams[0] if self.settings.streams else None)
+        return None
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options):
+        tx = _tx(envelope)
+        local, _, domain = address.rpartition("@")
+        if domain.lower() == self.settings.unsubscribe.mailto_domain:
+            return await self._rcpt_mailto(envelope, tx, address, local)
+        stream = self.stream_for(session, envelope)
+        if stream is None:
+            event(log, "relay_denied", logging.WARNING, peer=session.peer[0], rcpt=address)
+            return "550 5.7.1 Relaying denied: authenticate (AUTH) or use a trusted network"
+        if len(tx.relay) >= self.settings.smtp.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        try:
+            normalised = normalise_email(address)
+        except InvalidAddress as exc:
+            return f"553 5.1.3 Bad recipient address: {exc.reason}"[:500]
+        if not stream.allow_headers:
+            refusal = await self._decide_at_rcpt(stream, normalised)
+            if refusal:
+                return refusal
+        tx.relay.append(address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def _rcpt_mailto(self, envelope, tx: Transaction, address: str, local: str):
+        kind, _, token = local.partition("+")
+        kind = kind.lower()
+        if kind in ("unsubscribe", "reply") and token:
+            try:
+                record = await asyncio.to_thread(self.rt.tokens.resolve, token)
+            except TokenError:
+                record = None
+            if record is not None:
+                tx.inbound.append((kind, token, record))
+                envelope.rcpt_tos.append(address)
+                return "250 2.1.5 OK"
+        return "550 5.1.1 No such unsubscribe address (unknown or invalid token)"
+
+    async def _decide_at_rcpt(self, stream: Stream, address: str) -> str | None:
+        """Without header overrides the decision is certain at RCPT: refuse blocks now."""
+        from ..consent import classify
+
+        c = classify(stream)
+        decision = await asyncio.to_thread(self.rt.consent.evaluate, c, "email", address)
+        if decision.allowed or self.settings.gateway.monitor:
+            return None
+        await asyncio.to_thread(self._record, c, [(address, decision)], None)
+        return f"550 5.7.1 Recipient blocked by consent gateway: {decision.reason}"
+
+    def _record(self, c, decisions, message_id) -> None:
+        for address, decision in decisions:
+            self.rt.ledger.record_decision(decision, DecisionRecord(
+                org=c.org, channel="email", address=address, stream=c.stream,
+                purpose=c.purpose, nature=c.nature, category=c.category,
+                message_id=message_id, mode=self.settings.gateway.mode))
+            self.rt.metrics.decisions.labels(
+                "email", "would_block" if not decision.allowed and self.settings.gateway.monitor
+                else decision.outcome, decision.reason).inc()
+
+    async def handle_DATA(self, server, session, envelope):
+        tx = _tx(envelope)
+        raw = envelope.original_content or b""
+        try:
+            inbound_copies = await self._inbound(session, envelope, tx, raw)
+            if not tx.relay:
+                if inbound_copies:
+                    await asyncio.to_thread(self.spool.put, inbound_copies)
+                    self.wake()
+                return "250 2.0.0 OK"
+            stream = self.stream_for(session, envelope)
+            mail_from = envelope.mail_from or ""
+            try:
+                prepared = await asyncio.to_thread(prepare, self.rt, raw, mail_from, tx.relay,
+                                                   stream)
+            except UnrewritableMessage as exc:
+                self.rt.metrics.smtp_messages.labels("unrewritable").inc()
+                event(log, "refused_unrewritable", logging.WARNING, error=str(exc))
+                return f"554 5.6.0 Message refused: cannot insert the required opt-out " \
+                       f"safely ({exc})"[:500]
+            return await self._commit(prepared, mail_from, tx, inbound_copies, raw)
+        except StoreUnavailable as exc:
+            event(log, "store_unavailable", logging.ERROR, error=str(exc))
+            self.rt.metrics.smtp_messages.labels("tempfail").inc()
+            return "451 4.3.0 Temporary local problem (store unavailable); try again later"
+
+    async def _commit(self, prepared, mail_from: str, tx: Transaction, inbound_copies,
+                      raw: bytes) -> str:
+        copies = list(inbound_copies) + prepared.copies
+        blocked = prepared.blocked
+        if blocked and not prepared.copies:
+            # Nothing to deliver: refuse the whole message, naming every reason.
+            await asyncio.to_thread(self._record, prepared.classification, prepared.decisions,
+                                    prepared.message_id)
+            if inbound_copies:
+                await asyncio.to_thread(self.spool.put, inbound_copies)
+            self.rt.metrics.smtp_messages.labels("blocked").inc()
+            reasons = ", ".join(sorted({f.reason for f in blocked}))
+            return f"550 5.7.1 Message blocked by consent gateway: {reasons}"
+        if blocked and mail_from:
+            dsn = build_dsn(hostname=self.settings.smtp.hostname, to=mail_from,
+                            original=raw, failures=blocked)
+            copies.append(Copy("dsn", "", mail_from, dsn, prepared.message_id,
+                               prepared.classification.stream, prepared.classification.org))
+
+        def store() -> None:
+            # Tokens first: a copy must never go out with a link that does not resolve.
+            if prepared.tokens:
+                self.rt.ledger.record_tokens(prepared.tokens)
+            self.spool.put(copies)
+            self._record(prepared.classification, prepared.decisions, prepared.message_id)
+
+        await asyncio.to_thread(store)
+        self.wake()
+        self.rt.metrics.smtp_messages.labels("accepted").inc()
+        event(log, "accepted", message_id=prepared.message_id, copies=len(prepared.copies),
+              blocked=len(blocked))
+        return f"250 2.0.0 OK: queued {len(prepared.copies)} cop" \
+               f"{'y' if len(prepared.copies) == 1 else 'ies'} as {prepared.message_id}"
+
+    async def _inbound(self, session, envelope, tx: Transaction, raw: bytes) -> list[Copy]:
+        """Mail to the mailto domain: record opt-outs; relay replies on."""
+        if not tx.inbound:
+            return []
+        msg = await asyncio.to_thread(parse, raw)
+        sender = str(msg.get("From", ""))[:200]
+        client = f"{session.peer[0]} from={sender}"
+        copies = []
+        for kind, token, record in tx.inbound:
+            if kind == "unsubscribe":
+                await self._opt_out(record, token, "mailto", client)
+                continue
+            found = None if is_auto_reply(msg, envelope.mail_from or "") else asks_to_opt_out(msg)
+            if found:
+                await self._opt_out(record, token, "reply", f"{client} ({found})")
+            if record.reply_to:
+                copies.append(Copy("reply", envelope.mail_from or "", record.reply_to, raw,
+                                   str(msg.get("Message-ID", "")) or None, record.stream,
+                                   record.org))
+        return copies
+
+    async def _opt_out(self, record: TokenRecord, token: str, method: str, client: str) -> None:
+        def write() -> bool:
+            if self.rt.ledger.opt_out_for_token(record.id):
+                return False
+            self.rt.ledger.record_opt_out(record.org, record.channel, record.address,
+                                          source=f"{method} to the mailto address",
+                                          method=method, message_id=record.message_id,
+                                          client=client, token=record.id)
+            return True
+
+        if await asyncio.to_thread(write):
+            self.rt.metrics.opt_outs.labels(record.channel, method).inc()
+            event(log, "opt_out", method=method, org=record.org, message_id=record.message_id)

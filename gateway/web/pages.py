@@ -1,0 +1,148 @@
+"""Pages for people: the unsubscribe pages behind every link (`/u/TOKEN` for email,
+`/s/TOKEN` for texts), plus the operator pages of `status.py`.
+
+A GET only shows; a POST records the opt-out, once per token. A bad token of any kind
+(malformed, forged, altered, signed with a retired secret, unknown) gets one and the
+same 404 page, so a link reveals nothing about why it failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from ..consent import Classification
+from ..errors import StoreUnavailable, TokenError
+from ..ledger import TokenRecord, mask
+from ..logs import event
+from ..policy import ALL_CHANNELS, reasons
+from ..runtime import Runtime
+from . import status
+from .common import page, runtime
+
+log = logging.getLogger("gateway.web.pages")
+
+routes = web.RouteTableDef()
+
+# Serialises check-then-record, so a mail client's one-click POST racing a person's click
+# still leaves one opt-out row.
+RECORDING = web.AppKey("unsubscribe_recording", asyncio.Lock)
+
+ONE_CLICK_FIELD = "List-Unsubscribe"  # RFC 8058: body "List-Unsubscribe=One-Click"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[None]]:
+    """Add the unsubscribe and status routes; nothing runs in the background."""
+    app[RECORDING] = asyncio.Lock()
+    app.add_routes(routes)
+    app.add_routes(status.routes)
+
+    async def stop() -> None:
+        return None
+
+    return stop
+
+
+def invalid_link() -> web.Response:
+    return page("invalid_link.html.j2", status=404)
+
+
+def org_name(rt: Runtime, record: TokenRecord) -> str:
+    org = rt.settings.orgs.get(record.org)
+    return org.name if org else record.org
+
+
+def still_opted_out(rt: Runtime, record: TokenRecord) -> bool:
+    """True unless the person has since opted in again (or given new consent): then an old
+    link must work once more. The rules engine answers, so "opted in" means what it means
+    everywhere else."""
+    c = Classification(org=record.org, stream=record.stream, purpose="marketing",
+                       nature="commercial", category=None)
+    return rt.consent.evaluate(c, record.channel, record.address).reason == reasons.OPTED_OUT
+
+
+def already_unsubscribed(rt: Runtime, record: TokenRecord) -> dict | None:
+    """The opt-out this token already recorded, if it is still in force."""
+    existing = rt.ledger.opt_out_for_token(record.id)
+    if existing is None or not still_opted_out(rt, record):
+        return None
+    return existing
+
+
+async def resolve(rt: Runtime, token: str) -> TokenRecord | None:
+    """The record of a valid, known token (its `id` is the token id); None for any kind
+    of bad token."""
+    try:
+        return await asyncio.to_thread(rt.tokens.resolve, token)
+    except TokenError:
+        return None
+
+
+def context(rt: Runtime, record: TokenRecord, **extra) -> dict:
+    return {"org_name": org_name(rt, record), "masked_address": mask(record.address),
+            "channel": record.channel, **extra}
+
+
+async def form_fields(request: web.Request) -> dict[str, str]:
+    """The POST body's fields: form encodings via request.post(); a body without a form
+    content type (some one-click senders omit it) is read as urlencoded text."""
+    if request.content_type in FORM_TYPES:
+        try:
+            form = await request.post()
+        except ValueError:
+            return {}
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    if not request.can_read_body:
+        return {}
+    text = (await request.read()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(text.strip()).items()}
+
+
+@routes.get("/u/{token}")
+@routes.get("/s/{token}")
+async def show_unsubscribe(request: web.Request) -> web.Response:
+    """The confirmation form. Changes nothing: link scanners open links."""
+    rt = runtime(request)
+    record = await resolve(rt, request.match_info["token"])
+    if record is None:
+        return invalid_link()
+    existing = await asyncio.to_thread(already_unsubscribed, rt, record)
+    if existing is not None:
+        return page("unsubscribed.html.j2",
+                    **context(rt, record, already=True, scope=existing["channel"]))
+    return page("unsubscribe.html.j2", **context(rt, record))
+
+
+@routes.post("/u/{token}")
+@routes.post("/s/{token}")
+async def unsubscribe(request: web.Request) -> web.Response:
+    """Record the opt-out (once per token) and confirm it; 200, never a redirect."""
+    rt = runtime(request)
+    record = await resolve(rt, request.match_info["token"])
+    if record is None:
+        return invalid_link()
+    fields = await form_fields(request)
+    one_click = fields.get(ONE_CLICK_FIELD, "").strip().lower() == "one-click"
+    method = "one-click" if one_click else "link"
+    channel = ALL_CHANNELS if fields.get("scope") == "all" else record.channel
+    try:
+        async with request.app[RECORDING]:
+            existing = await asyncio.to_thread(already_unsubscribed, rt, record)
+            if existing is not None:
+                return page("unsubscribed.html.j2",
+                            **context(rt, record, already=True, scope=existing["channel"]))
+            await asyncio.to_thread(
+                rt.ledger.record_opt_out, record.org, channel, record.address,
+                source=f"unsubscribe {method}", method=method,
+                message_id=record.message_id, client=request.remote, token=record.id)
+    except StoreUnavailable as exc:
+        event(log, "opt_out_not_recorded", org=record.org, channel=channel, method=method,
+              error=str(exc))
+        return page("try_again.html.j2", status=503)
+    rt.metrics.opt_outs.labels(channel, method).inc()
+    event(log, "opt_out", org=record.org, channel=channel, method=method)
+    return page("unsubscribed.html.j2", **context(rt, record, already=False, scope=channel))

@@ -1,0 +1,279 @@
+"""Operator pages: `/status` (HTML for people), `/status.json` (the same data) and
+`/metrics` (Prometheus text).
+
+Auth, for all three: HTTP basic with any user name and `http.admin_token` as password
+(browsers), or `Authorization: Bearer <admin_token>` (scripts, Prometheus scrapers).
+Counts come from range queries on the indexed `at` columns; nothing scans the whole log."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..errors import InvalidAddress
+from ..ledger import guess_channel, mask, normalise, now_iso
+from ..logs import event
+from ..policy import ALL_CHANNELS, CHANNELS, get_ruleset, reasons
+from ..runtime import Runtime
+from . import charts
+from .common import bearer_ok, page, require_status_login, runtime
+
+log = logging.getLogger("gateway.web.status")
+
+routes = web.RouteTableDef()
+
+OUTCOMES = ("allowed", "blocked", "would_block")
+DECISION_WINDOWS = {"last_hour": timedelta(hours=1), "last_24h": timedelta(hours=24)}
+OPT_OUT_WINDOWS = {"last_24h": timedelta(hours=24), "last_30d": timedelta(days=30)}
+# Opt-out methods in the order people meet them; `keyword` = an SMS STOP-style reply.
+METHODS = ("link", "one-click", "mailto", "reply", "keyword", "api", "cli")
+METHOD_LABELS = {"link": "link (unsubscribe page)", "one-click": "one-click (RFC 8058)",
+                 "mailto": "mailto", "reply": "reply", "keyword": "SMS keyword",
+                 "api": "admin API", "cli": "command line"}
+OPT_OUT_CHANNELS = (*CHANNELS, ALL_CHANNELS)
+RECENT_LIMIT = 50
+TRAIL_DECISIONS_LIMIT = 200
+
+
+def require_operator(request: web.Request) -> None:
+    """401 unless the admin token is given, as bearer token or basic-auth password."""
+    if bearer_ok(request, runtime(request).settings.http.admin_token):
+        return
+    require_status_login(request)
+
+
+def since(window: timedelta, now: datetime) -> str:
+    return (now - window).isoformat(timespec="microseconds")
+
+
+def utc_text(value: str | None) -> str:
+    """`2025-01-31 09:15:02 UTC` for an ISO time; anything unparsable as given."""
+    if not value:
+        return ""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- the data (one snapshot serves both the page and the JSON) ----------------------------
+
+
+def decision_summary(rows: list[dict]) -> dict:
+    """Totals by outcome, by reason (split by outcome) and by channel."""
+    by_outcome = dict.fromkeys(OUTCOMES, 0)
+    by_reason: dict[str, dict[str, int]] = {}
+    by_channel: dict[str, dict[str, int]] = {}
+    for r in rows:
+        n, outcome = r["n"], r["outcome"]
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+        reason = by_reason.setdefault(r["reason"], {"total": 0})
+        reason["total"] += n
+        reason[outcome] = reason.get(outcome, 0) + n
+        channel = by_channel.setdefault(r["channel"], {})
+        channel[outcome] = channel.get(outcome, 0) + n
+    return {"total": sum(by_outcome.values()), "by_outcome": by_outcome,
+            "by_reason": by_reason, "by_channel": by_channel}
+
+
+def opt_out_summary(rows: list[dict]) -> dict:
+    """Opt-outs by method and channel; active opt-ins (START, re-consent) counted apart."""
+    methods = list(METHODS) + sorted({r["method"] or "other" for r in rows} - set(METHODS))
+    matrix = {m: dict.fromkeys(OPT_OUT_CHANNELS, 0) for m in methods}
+    opt_ins = 0
+    for r in rows:
+        if r["kind"] != "optout":
+            opt_ins += r["n"]
+            continue
+        row = matrix[r["method"] or "other"]
+        row[r["channel"]] = row.get(r["channel"], 0) + r["n"]
+    by_method = {m: sum(c.values()) for m, c in matrix.items()}
+    by_channel: dict[str, int] = {}
+    for counts in matrix.values():
+        for channel, n in counts.items():
+            by_channel[channel] = by_channel.get(channel, 0) + n
+    return {"total": sum(by_method.values()), "by_method": by_method, "by_channel": by_channel,
+            "by_method_channel": matrix, "opt_ins": opt_ins}
+
+
+def hourly(rt: Runtime, now: datetime) -> list[dict]:
+    """The last 24 UTC hours, oldest first, with a count per outcome (zeros included)."""
+    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    counts: dict[str, dict[str, int]] = {}
+    for r in rt.ledger.decision_counts_by_hour(first.isoformat(timespec="microseconds")):
+        counts.setdefault(r["hour"], {})[r["outcome"]] = r["n"]
+    buckets = []
+    for i in range(24):
+        key = (first + timedelta(hours=i)).strftime("%Y-%m-%dT%H")
+        bucket = {"hour": key, **dict.fromkeys(OUTCOMES, 0), **counts.get(key, {})}
+        buckets.append(bucket)
+    return buckets
+
+
+def decision_row(d: dict) -> dict:
+    return {"at": d["at"], "org": d["org"], "stream": d["stream"], "channel": d["channel"],
+            "address": mask(d["address"]), "purpose": d["purpose"],
+            "category": d["category"], "outcome": d["outcome"], "reason": d["reason"],
+            "message_id": d["message_id"]}
+
+
+def search_region(rt: Runtime) -> str:
+    """The region for national phone numbers typed in the search: the orgs' one, if shared."""
+    found = {o.default_region for o in rt.settings.orgs.values()}
+    return found.pop() if len(found) == 1 else "GB"
+
+
+def read_filter(rt: Runtime, query) -> dict:
+    """The `?reason=` and `?address=` filter, validated; `error` says what was wrong."""
+    reason = query.get("reason", "").strip() or None
+    typed = query.get("address", "").strip() or None
+    result = {"reason": reason, "address": None, "typed_address": typed, "error": None}
+    if reason and reason not in reasons.ALL:
+        result["error"] = f"unknown reason code {reason!r}"
+    if typed:
+        try:
+            result["address"] = normalise(guess_channel(typed), typed, search_region(rt))
+        except InvalidAddress as exc:
+            result["error"] = f"not an email address or phone number: {exc.reason}"
+    return result
+
+
+def ledger_snapshot(rt: Runtime, wanted: dict) -> dict:
+    """Everything /status shows that lives in the ledger (runs in a worker thread)."""
+    now = datetime.now(timezone.utc)
+    decisions = {name: decision_summary(rt.ledger.decision_counts(since(w, now)))
+                 for name, w in DECISION_WINDOWS.items()}
+    decisions["by_hour"] = hourly(rt, now)
+    opt_outs = {name: opt_out_summary(rt.ledger.opt_out_counts(since(w, now)))
+                for name, w in OPT_OUT_WINDOWS.items()}
+    recent, trail = [], None
+    if not wanted["error"]:
+        recent = [decision_row(d) for d in rt.ledger.recent_decisions(
+            RECENT_LIMIT, reason=wanted["reason"], address=wanted["address"])]
+        if wanted["address"]:
+            trail = rt.ledger.trail(wanted["address"])
+            trail["decisions"] = trail["decisions"][:TRAIL_DECISIONS_LIMIT]
+    return {"decisions": decisions, "opt_outs": opt_outs, "recent_decisions": recent,
+            "trail": trail, "ledger_healthy": rt.ledger.healthy()}
+
+
+async def provider_states(rt: Runtime) -> dict[str, dict]:
+    """What each registered part reports about itself (spool, providers, ...)."""
+    states: dict[str, dict] = {}
+    for name, provider in rt.status_providers.items():
+        try:
+            value = provider()
+            if inspect.isawaitable(value):
+                value = await value
+            states[name] = dict(value)
+        except Exception as exc:  # one broken part must not take the status page down
+            event(log, "status_provider_failed", logging.WARNING, provider=name,
+                  error=f"{type(exc).__name__}: {exc}")
+            states[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return states
+
+
+def health_of(entry: dict) -> str:
+    ok, error = entry.get("last_ok") or "", entry.get("last_error") or ""
+    if error and error >= ok:
+        return "failing"
+    return "ok" if ok else "unknown"
+
+
+async def snapshot(request: web.Request) -> dict:
+    """The whole status, as plain data (the JSON answer; the page renders it)."""
+    rt = runtime(request)
+    wanted = read_filter(rt, request.query)
+    stored = await asyncio.to_thread(ledger_snapshot, rt, wanted)
+    states = await provider_states(rt)
+    ledger_ok = stored.pop("ledger_healthy")
+    health = {"ledger": {"status": "ok" if ledger_ok else "failing", "last_ok": None,
+                         "last_error": None, "error": "" if ledger_ok else "not writable"}}
+    for name, entry in rt.health.items():
+        health[name] = {"last_ok": None, "last_error": None, "error": "", **entry,
+                        "status": health_of(entry)}
+    ruleset = get_ruleset(rt.settings.gateway.ruleset)
+    return {
+        "generated_at": now_iso(),
+        "mode": rt.settings.gateway.mode,
+        "ruleset": {"name": ruleset.name, "description": ruleset.description},
+        **stored,
+        "spool": states.pop("spool", {"running": False}),
+        "components": states,
+        "health": health,
+        "filter": {k: wanted[k] for k in ("reason", "address", "error")},
+    }
+
+
+# -- presentation -------------------------------------------------------------------------
+
+
+def reason_rows(decisions: dict) -> list[dict]:
+    """Every reason code in decision-table order, then any unknown ones seen."""
+    hour, day = decisions["last_hour"]["by_reason"], decisions["last_24h"]["by_reason"]
+    codes = list(reasons.ALL) + sorted(set(day) - set(reasons.ALL))
+    return [{"reason": code, "allowing": code in reasons.ALLOWING,
+             "last_hour": hour.get(code, {}).get("total", 0),
+             "last_24h": day.get(code, {}).get("total", 0),
+             "would_block_24h": day.get(code, {}).get("would_block", 0)} for code in codes]
+
+
+def page_context(data: dict, typed_address: str | None) -> dict:
+    decisions = data["decisions"]
+    rows = reason_rows(decisions)
+    by_hour = [(b["hour"][11:13] + ":00", b) for b in decisions["by_hour"]]
+    by_reason = [(r["reason"], r["last_24h"], "allowed" if r["allowing"] else "blocked")
+                 for r in rows if r["last_24h"]]
+    trail = data["trail"]
+    if trail is not None:
+        trail = {**trail, "decisions": [{**d, "at": utc_text(d["at"])}
+                                        for d in trail["decisions"]]}
+    return {
+        "data": data,
+        "generated": utc_text(data["generated_at"]),
+        "reason_rows": rows,
+        "reason_codes": reasons.ALL,
+        "hour_chart": charts.stacked_columns(by_hour, OUTCOMES),
+        "reason_chart": charts.horizontal_bars(by_reason),
+        "methods": [(m, METHOD_LABELS.get(m, m)) for m in
+                    data["opt_outs"]["last_24h"]["by_method"]],
+        "opt_out_channels": OPT_OUT_CHANNELS,
+        "recent": [{**d, "at": utc_text(d["at"])} for d in data["recent_decisions"]],
+        "trail": trail,
+        "typed_address": typed_address or "",
+        "utc_text": utc_text,
+    }
+
+
+@routes.get("/status")
+async def status_page(request: web.Request) -> web.Response:
+    require_operator(request)
+    data = await snapshot(request)
+    return page("status.html.j2", **page_context(data, request.query.get("address")))
+
+
+@routes.get("/status.json")
+async def status_json(request: web.Request) -> web.Response:
+    require_operator(request)
+    data = await snapshot(request)
+    # Providers may report datetimes or paths; show them as text rather than fail.
+    return web.json_response(data, dumps=functools.partial(json.dumps, default=str))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    require_operator(request)
+    body = generate_latest(runtime(request).metrics.registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
