@@ -275,7 +275,9 @@ class Ledger:
             sql, params = sql + " AND reason = ?", params + [reason]
         if address:
             sql, params = sql + " AND address = ?", params + [address]
-        return self._rows(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
+        # Newest first by `at`, so a reason filter walks the (reason, at) index backwards
+        # instead of sorting every decision with that reason.
+        return self._rows(sql + f" ORDER BY at DESC, id DESC LIMIT {int(limit)}", params)
 
     def decision_counts(self, since: str) -> list[dict]:
         return self._rows(

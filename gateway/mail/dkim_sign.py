@@ -47,6 +47,7 @@ class DkimSigner:
     def __init__(self, domain: str, selector: str, private_key_pem: bytes):
         self.domain = domain
         self.selector = selector
+        self._domain, self._selector = domain.encode("ascii"), selector.encode("ascii")
         self.algorithm, self._key = _load_key(private_key_pem)
 
     def sign(self, data: bytes) -> bytes:
@@ -59,8 +60,8 @@ class DkimSigner:
         try:
             signature = dkim.sign(
                 message,
-                self.selector.encode("ascii"),
-                self.domain.encode("ascii"),
+                self._selector,
+                self._domain,
                 self._key,
                 canonicalize=(b"relaxed", b"relaxed"),
                 signature_algorithm=self.algorithm,
@@ -78,6 +79,9 @@ def load_signer(domain: str, selector: str, private_key_file: str) -> DkimSigner
         return None
     if not selector:
         raise ConfigError("dkim.selector", "is empty but dkim.domain is set")
+    for key, value in (("dkim.domain", domain), ("dkim.selector", selector)):
+        if not value.isascii():
+            raise ConfigError(key, f"{value!r} must be ASCII (write a domain in its xn-- form)")
     if not private_key_file:
         raise ConfigError("dkim.private_key_file", "is empty but dkim.domain is set")
     try:

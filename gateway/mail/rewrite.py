@@ -14,8 +14,12 @@ Decisions worth knowing:
   untouched, in a new multipart/mixed.
 - Signed or encrypted messages (multipart/signed, multipart/encrypted, pkcs7-mime) get the
   headers only; their body is copied byte for byte.
-- A multipart whose boundary is missing or never found, a text part with broken base64, an
-  unknown charset or transfer encoding raise `UnrewritableMessage`: never a broken copy.
+- `UnrewritableMessage` (never a broken copy) for: a multipart whose boundary is missing or
+  never found; a text part with undecodable base64, an unknown or non-ASCII-compatible
+  charset (UTF-16), an unknown transfer encoding, or a Content-Type too mangled to change;
+  a signed message whose header block holds a stray line (no safe place to cut the body).
+- Parts the sender sent out of spec (overlong lines in an attachment, say) stay as they
+  were; the parts we re-encode never exceed 998 octets a line.
 """
 
 from __future__ import annotations
@@ -24,43 +28,53 @@ import base64
 import html
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email import errors as email_errors
-from email import policy as email_policy
 from email import quoprimime
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from email.utils import make_msgid, parseaddr
 from io import BytesIO
-from typing import Iterator
+from typing import Any
 
 from gateway.errors import GatewayError
 
-# Source headers are written back as they came; new ones are never folded (a long URL in an
-# unstructured header would otherwise be turned into an RFC 2047 encoded word).
-POLICY = email_policy.default.clone(linesep="\r\n", refold_source="none", max_line_length=0)
 
-HEADERS_ONLY_TYPES = frozenset(
-    {"multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
-     "application/x-pkcs7-mime"}
-)
-PLACEHOLDER = re.compile(
-    r"\{\{[ \t]*unsubscribe_url[ \t]*\}\}|%7[Bb]%7[Bb]unsubscribe_url%7[Dd]%7[Dd]"
-)
+class _SourcePolicy(EmailPolicy):
+    """EmailPolicy that writes each header taken from the source exactly as it came.
+
+    The stock policy splits a source header with str.splitlines(), which also breaks at
+    form feeds and other control characters and so would corrupt the header block.
+    """
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if hasattr(value, "name"):  # a header the gateway set or changed: fold it normally
+            return super().fold_binary(name, value)
+        lines = _SOURCE_LINE_BREAK.split(value)
+        folded = name + ": " + self.linesep.join(lines) + self.linesep
+        return folded.encode("ascii", "surrogateescape")
+
+
+_SOURCE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# New headers are never folded: a long URL in an unstructured header would otherwise be
+# turned into an RFC 2047 encoded word.
+POLICY = _SourcePolicy(linesep="\r\n", refold_source="none", max_line_length=0)
+
+HEADERS_ONLY_TYPES = frozenset({"multipart/signed", "multipart/encrypted",
+                                "application/pkcs7-mime", "application/x-pkcs7-mime"})
+PLACEHOLDER = re.compile(r"\{\{[ \t]*unsubscribe_url[ \t]*\}\}|%7[Bb]%7[Bb]unsubscribe_url%7[Dd]%7[Dd]")
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 HEADER_END = re.compile(rb"\r?\n\r?\n")
 KNOWN_CTES = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
-STRUCTURE_DEFECTS = (
-    email_errors.NoBoundaryInMultipartDefect,
-    email_errors.StartBoundaryNotFoundDefect,
-    email_errors.MultipartInvariantViolationDefect,
-)
-DECODE_DEFECTS = (
-    email_errors.InvalidBase64PaddingDefect,
-    email_errors.InvalidBase64CharactersDefect,
-    email_errors.InvalidBase64LengthDefect,
-)
+STRUCTURE_DEFECTS = (email_errors.NoBoundaryInMultipartDefect,
+                     email_errors.StartBoundaryNotFoundDefect,
+                     email_errors.MultipartInvariantViolationDefect)
+# Missing "=" padding decodes exactly and is tolerated; these would lose or garble text.
+DECODE_DEFECTS = (email_errors.InvalidBase64CharactersDefect,
+                  email_errors.InvalidBase64LengthDefect)
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1
 
 
@@ -100,8 +114,9 @@ def rewrite_for_recipient(
 ) -> RewriteResult:
     """Return the copy of `raw` for one recipient, with CRLF line endings.
 
-    `original_reply_to` is the Reply-To (or From) that `reply_to` replaced, None when
-    `reply_to` is None. Raises UnrewritableMessage when the MIME cannot be safely changed.
+    `original_reply_to` is the Reply-To (or From) that `reply_to` replaced, as it was
+    written (unfolded, RFC 2047 words left encoded), None when `reply_to` is None. Raises
+    UnrewritableMessage when the MIME cannot be safely changed.
     """
     for value in (unsubscribe_url, mailto_url, reply_to or ""):
         if "\r" in value or "\n" in value:
@@ -109,14 +124,13 @@ def rewrite_for_recipient(
     msg = BytesParser(policy=POLICY).parsebytes(raw)
     headers_only = msg.get_content_type() in HEADERS_ONLY_TYPES
     if not headers_only:
-        _rewrite_body(msg, unsubscribe_url, footer_text, footer_html)
+        msg = _rewrite_body(msg, unsubscribe_url, footer_text, footer_html)
     _remove_headers(msg, remove_headers_prefix)
     _replace_header(msg, "List-Unsubscribe", f"<{unsubscribe_url}>, <{mailto_url}>")
     _replace_header(msg, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     original_reply_to = None
     if reply_to is not None:
-        original = msg.get("Reply-To") or msg.get("From")
-        original_reply_to = str(original) if original is not None else None
+        original_reply_to = _raw_header(msg, "Reply-To") or _raw_header(msg, "From")
         _replace_header(msg, "Reply-To", reply_to)
     message_id = _ensure_message_id(msg)
     data = _serialise_headers_only(msg, raw) if headers_only else _serialise(msg)
@@ -126,20 +140,21 @@ def rewrite_for_recipient(
 # --- body ----------------------------------------------------------------------------------
 
 
-def _rewrite_body(msg: Message, url: str, footer_text: str, footer_html: str) -> None:
+def _rewrite_body(msg: Message, url: str, footer_text: str, footer_html: str) -> Message:
     """Replace the placeholder everywhere it may be, or else add the footers."""
     parts = [_decode(part) for part in _display_parts(msg)]
     if not parts:
-        _add_footer_part(msg, footer_text)
-    elif any(PLACEHOLDER.search(p.text) for p in parts):
+        return _add_footer_part(msg, footer_text)
+    if any(PLACEHOLDER.search(p.text) for p in parts):
         for p in parts:
             link = html.escape(url, quote=True) if p.is_html else url
-            new_text = PLACEHOLDER.sub(lambda _m: link, p.text)
+            new_text = PLACEHOLDER.sub(lambda _m, link=link: link, p.text)
             if new_text != p.text:
                 _store(p, new_text)
     else:
         for p in parts:
             _store(p, _with_footer(p, footer_text, footer_html))
+    return msg
 
 
 def _display_parts(part: Message) -> Iterator[Message]:
@@ -174,8 +189,11 @@ def _decode(part: Message) -> _TextPart:
     charset = part.get_content_charset() or "us-ascii"
     try:
         text = data.decode(charset, "surrogateescape")
-    except LookupError:
+        ascii_compatible = "a=\n".encode(charset) == b"a=\n"
+    except (LookupError, ValueError):
         raise UnrewritableMessage(f"text part declares unknown charset {charset!r}") from None
+    if not ascii_compatible:  # UTF-16 and the like cannot be safely appended to
+        raise UnrewritableMessage(f"text part uses {charset!r}, unsuitable for mail text")
     return _TextPart(part, text, charset, part.get_content_subtype() == "html")
 
 
@@ -212,7 +230,21 @@ def _store(p: _TextPart, new_text: str) -> None:
         del p.part["Content-Transfer-Encoding"]
         p.part.set_raw("Content-Transfer-Encoding", cte)
     if charset != p.charset:
-        p.part.set_param("charset", charset, replace="Content-Type" in p.part)
+        _set_charset(p.part, charset)
+
+
+def _set_charset(part: Message, charset: str) -> None:
+    """Change the charset parameter; refuse a Content-Type too mangled to rewrite."""
+    try:
+        part.set_param("charset", charset, replace="Content-Type" in part)
+        mangled = not str(part.get("Content-Type", "")).isascii()
+    except ValueError:  # the header value holds control characters
+        mangled = True
+    if mangled:
+        raise UnrewritableMessage(
+            "text part has a malformed Content-Type header (control or 8-bit characters); "
+            "the sender must write it in plain ASCII"
+        )
 
 
 def _encode_body(data: bytes, cte: str) -> tuple[str, str]:
@@ -232,8 +264,12 @@ def _cte(part: Message) -> str:
     return str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
 
 
-def _add_footer_part(msg: Message, footer_text: str) -> None:
-    """Give a message with no displayable text a text/plain footer part."""
+def _add_footer_part(msg: Message, footer_text: str) -> Message:
+    """Give a message with no displayable text a text/plain footer part.
+
+    Appended to a top-level multipart/mixed; otherwise the message becomes the first part
+    of a new multipart/mixed that takes over its non-Content-* headers.
+    """
     footer = EmailMessage(policy=POLICY)
     footer.set_raw("Content-Type", 'text/plain; charset="utf-8"')
     footer.set_raw("Content-Transfer-Encoding", "7bit")
@@ -241,19 +277,18 @@ def _add_footer_part(msg: Message, footer_text: str) -> None:
     _store(_TextPart(footer, "", "utf-8", False), _with_eol(footer_text, "\n"))
     if msg.get_content_type() == "multipart/mixed":
         msg.attach(footer)
-        return
-    inner = EmailMessage(policy=POLICY)
+        return msg
+    outer = EmailMessage(policy=POLICY)
     for name, value in msg.raw_items():
-        if name.lower().startswith("content-"):
-            inner.set_raw(name, value)
-    _remove_headers(msg, "Content-")
-    inner.set_payload(msg.get_payload())
-    inner.preamble, inner.epilogue = msg.preamble, msg.epilogue
-    msg.preamble = msg.epilogue = None
-    if "MIME-Version" not in msg:
-        msg.set_raw("MIME-Version", "1.0")
-    msg.set_raw("Content-Type", f'multipart/mixed; boundary="=_gw_{secrets.token_hex(16)}"')
-    msg.set_payload([inner, footer])
+        if not name.lower().startswith("content-"):
+            outer.set_raw(name, value)
+    for name in {n for n in msg if not n.lower().startswith("content-")}:
+        del msg[name]
+    if "MIME-Version" not in outer:
+        outer.set_raw("MIME-Version", "1.0")
+    outer.set_raw("Content-Type", f'multipart/mixed; boundary="=_gw_{secrets.token_hex(16)}"')
+    outer.set_payload([msg, footer])
+    return outer
 
 
 # --- headers and output --------------------------------------------------------------------
@@ -261,7 +296,7 @@ def _add_footer_part(msg: Message, footer_text: str) -> None:
 
 def _remove_headers(msg: Message, prefix: str) -> None:
     """Delete every header whose name starts with `prefix`, in any case."""
-    for name in {n for n in msg.keys() if n.lower().startswith(prefix.lower())}:
+    for name in {n for n in msg if n.lower().startswith(prefix.lower())}:
         del msg[name]
 
 
@@ -276,15 +311,24 @@ def _replace_header(msg: Message, name: str, value: str) -> None:
 
 def _ensure_message_id(msg: Message) -> str:
     """Return the Message-ID, adding one (in the From domain) when missing."""
-    existing = msg.get("Message-ID")
-    if existing is not None and str(existing).strip():
-        return str(existing).strip()
-    domain = parseaddr(str(msg.get("From", "")))[1].rpartition("@")[2]
+    existing = _raw_header(msg, "Message-ID")
+    if existing:
+        return existing
+    domain = parseaddr(_raw_header(msg, "From") or "")[1].rpartition("@")[2]
     if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", domain):
         domain = "gateway.invalid"
     message_id = make_msgid(domain=domain)
     _replace_header(msg, "Message-ID", message_id)
     return message_id
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    """The first `name` header as written, unfolded; never parsed, as parsers can choke."""
+    for key, value in msg.raw_items():
+        if key.lower() == name.lower():
+            text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return re.sub(r"\r?\n", "", text).strip() or None
+    return None
 
 
 def _serialise(msg: Message) -> bytes:
@@ -295,6 +339,10 @@ def _serialise(msg: Message) -> bytes:
 
 def _serialise_headers_only(msg: Message, raw: bytes) -> bytes:
     """New header block + the original body, byte for byte (line endings made CRLF)."""
+    if any(isinstance(d, email_errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        # The parser's body then starts at a stray line, not after a blank line.
+        raise UnrewritableMessage("signed or encrypted message has a line that is not a "
+                                  "header in its header block; the sender must fix it")
     head = b"".join(POLICY.fold_binary(name, value) for name, value in msg.raw_items())
     split = HEADER_END.split(raw, maxsplit=1)
     body = split[1] if len(split) == 2 else b""

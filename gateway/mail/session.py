@@ -53,6 +53,12 @@ class Transaction:
     inbound: list[tuple[str, str, TokenRecord]] = field(default_factory=list)  # kind, rcpt
 
 
+def sender_of(envelope: Envelope) -> str:
+    """The envelope sender; "" for the null sender `<>` (bounces)."""
+    sender = envelope.mail_from or ""
+    return "" if sender == "<>" else sender
+
+
 def _tx(envelope: Envelope) -> Transaction:
     tx = getattr(envelope, "gateway_tx", None)
     if tx is None:
@@ -91,7 +97,7 @@ class GatewayHandler:
             return self.settings.stream(session.auth_data)
         ip = peer_ip(session)
         if ip is not None and any(ip in net for net in self.settings.smtp.trusted_networks):
-            local = (envelope.mail_from or "").rpartition("@")[0]
+            local = sender_of(envelope).rpartition("@")[0]
             return self.settings.stream_for_smtp_user(local) or (
                 self.settings.streams[0] if self.settings.streams else None)
         return None
@@ -168,7 +174,7 @@ class GatewayHandler:
                     self.wake()
                 return "250 2.0.0 OK"
             stream = self.stream_for(session, envelope)
-            mail_from = envelope.mail_from or ""
+            mail_from = sender_of(envelope)
             try:
                 prepared = await asyncio.to_thread(prepare, self.rt, raw, mail_from, tx.relay,
                                                    stream)
@@ -229,11 +235,11 @@ class GatewayHandler:
             if kind == "unsubscribe":
                 await self._opt_out(record, token, "mailto", client)
                 continue
-            found = None if is_auto_reply(msg, envelope.mail_from or "") else asks_to_opt_out(msg)
+            found = None if is_auto_reply(msg, sender_of(envelope)) else asks_to_opt_out(msg)
             if found:
                 await self._opt_out(record, token, "reply", f"{client} ({found})")
             if record.reply_to:
-                copies.append(Copy("reply", envelope.mail_from or "", record.reply_to, raw,
+                copies.append(Copy("reply", sender_of(envelope), record.reply_to, raw,
                                    str(msg.get("Message-ID", "")) or None, record.stream,
                                    record.org))
         return copies

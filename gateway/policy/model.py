@@ -72,7 +72,7 @@ class OrgPolicy:
         return a == b or any(a in g and b in g for g in self.similar)
 
     def is_named(self, names: tuple[str, ...]) -> bool:
-        wanted = {self.id.casefold(), self.name.casefold()}
+        wanted = {self.id.casefold(), self.name.casefold()} - {""}
         return any(n.strip().casefold() in wanted for n in names)
 
 

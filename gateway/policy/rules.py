@@ -63,7 +63,9 @@ def opted_out(
     if last_out is None:
         return None
     opt_ins = [o.at for o in optouts if o.kind == "optin" and covers(ctx, o.org, o.channel)]
-    opt_ins += [e.obtained_at for e in evidence if is_active_opt_in(ctx, e)]
+    # A consent scoped to other categories does not lift an opt-out for this message.
+    opt_ins += [e.obtained_at for e in evidence
+                if is_active_opt_in(ctx, e) and (not e.categories or ctx.category in e.categories)]
     if any(at > last_out.at for at in opt_ins):
         return None
     scope = "all channels" if last_out.channel == ALL_CHANNELS else last_out.channel

@@ -145,3 +145,12 @@ _OPT_OUT_INSTRUCTION = re.compile(
 def carries_opt_out_instruction(body: str) -> bool:
     """True when `body` already tells the reader how to opt out (see module docstring)."""
     return _OPT_OUT_INSTRUCTION.search(body) is not None
+
+
+_OPT_OUT_LINK = re.compile(f"{_WORD_THEN_LINK}|{_LINK_THEN_WORD}", re.IGNORECASE | re.MULTILINE)
+
+
+def carries_opt_out_link(body: str) -> bool:
+    """True when `body` already holds an opt-out link: the only instruction that works in
+    a text from an alphanumeric sender, which cannot be replied to."""
+    return _OPT_OUT_LINK.search(body) is not None

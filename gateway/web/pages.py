@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..consent import Classification
 from ..errors import StoreUnavailable, TokenError
@@ -87,14 +88,19 @@ def context(rt: Runtime, record: TokenRecord, **extra) -> dict:
             "channel": record.channel, **extra}
 
 
+def confirmation(rt: Runtime, record: TokenRecord, scope: str, already: bool) -> web.Response:
+    """The page after an opt-out: what stopped, for whom; nothing else (nothing promotional)."""
+    return page("unsubscribed.html.j2", **context(rt, record, already=already, scope=scope))
+
+
 async def form_fields(request: web.Request) -> dict[str, str]:
     """The POST body's fields: form encodings via request.post(); a body without a form
     content type (some one-click senders omit it) is read as urlencoded text."""
     if request.content_type in FORM_TYPES:
         try:
             form = await request.post()
-        except ValueError:
-            return {}
+        except (ValueError, HttpProcessingError):
+            return {}  # a broken body is still a POST to the link: the person's request
         return {k: v for k, v in form.items() if isinstance(v, str)}
     if not request.can_read_body:
         return {}
@@ -112,8 +118,7 @@ async def show_unsubscribe(request: web.Request) -> web.Response:
         return invalid_link()
     existing = await asyncio.to_thread(already_unsubscribed, rt, record)
     if existing is not None:
-        return page("unsubscribed.html.j2",
-                    **context(rt, record, already=True, scope=existing["channel"]))
+        return confirmation(rt, record, existing["channel"], already=True)
     return page("unsubscribe.html.j2", **context(rt, record))
 
 
@@ -133,8 +138,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         async with request.app[RECORDING]:
             existing = await asyncio.to_thread(already_unsubscribed, rt, record)
             if existing is not None:
-                return page("unsubscribed.html.j2",
-                            **context(rt, record, already=True, scope=existing["channel"]))
+                return confirmation(rt, record, existing["channel"], already=True)
             await asyncio.to_thread(
                 rt.ledger.record_opt_out, record.org, channel, record.address,
                 source=f"unsubscribe {method}", method=method,
@@ -145,4 +149,4 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return page("try_again.html.j2", status=503)
     rt.metrics.opt_outs.labels(channel, method).inc()
     event(log, "opt_out", org=record.org, channel=channel, method=method)
-    return page("unsubscribed.html.j2", **context(rt, record, already=False, scope=channel))
+    return confirmation(rt, record, channel, already=False)

@@ -12,7 +12,7 @@ import functools
 import inspect
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -38,7 +38,11 @@ METHOD_LABELS = {"link": "link (unsubscribe page)", "one-click": "one-click (RFC
                  "mailto": "mailto", "reply": "reply", "keyword": "SMS keyword",
                  "api": "admin API", "cli": "command line"}
 OPT_OUT_CHANNELS = (*CHANNELS, ALL_CHANNELS)
+# Spool report keys the page lays out itself; any others are listed as they come.
+SPOOL_SHOWN = {"running", "depth", "oldest_queued_at", "oldest_age_seconds", "last_24h",
+               "delivery_failures_24h", "last_errors"}
 RECENT_LIMIT = 50
+PERSON_SCAN_LIMIT = 5000  # a person's latest decisions searched for a reason filter
 TRAIL_DECISIONS_LIMIT = 200
 
 
@@ -53,16 +57,24 @@ def since(window: timedelta, now: datetime) -> str:
     return (now - window).isoformat(timespec="microseconds")
 
 
-def utc_text(value: str | None) -> str:
-    """`2025-01-31 09:15:02 UTC` for an ISO time; anything unparsable as given."""
-    if not value:
-        return ""
+def as_time(value) -> datetime | None:
+    """A time given as epoch seconds or ISO 8601 text, in UTC; None if neither."""
+    if isinstance(value, bool) or value is None:
+        return None
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc)
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        when = datetime.fromisoformat(str(value))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def utc_text(value) -> str:
+    """`2025-01-31 09:15:02 UTC` for an ISO or epoch time; anything else as given."""
+    when = as_time(value)
+    if when is None:
+        return "" if value is None else str(value)
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -148,9 +160,21 @@ def read_filter(rt: Runtime, query) -> dict:
     return result
 
 
+def recent_decisions(rt: Runtime, wanted: dict) -> list[dict]:
+    """The newest decisions matching the filter. For one person the reason is matched
+    here, among their own latest decisions: in SQL the planner could walk the (reason, at)
+    index through every decision with that reason looking for theirs."""
+    if not wanted["address"]:
+        return rt.ledger.recent_decisions(RECENT_LIMIT, reason=wanted["reason"])
+    rows = rt.ledger.recent_decisions(PERSON_SCAN_LIMIT, address=wanted["address"])
+    if wanted["reason"]:
+        rows = [d for d in rows if d["reason"] == wanted["reason"]]
+    return rows[:RECENT_LIMIT]
+
+
 def ledger_snapshot(rt: Runtime, wanted: dict) -> dict:
     """Everything /status shows that lives in the ledger (runs in a worker thread)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     decisions = {name: decision_summary(rt.ledger.decision_counts(since(w, now)))
                  for name, w in DECISION_WINDOWS.items()}
     decisions["by_hour"] = hourly(rt, now)
@@ -158,8 +182,7 @@ def ledger_snapshot(rt: Runtime, wanted: dict) -> dict:
                 for name, w in OPT_OUT_WINDOWS.items()}
     recent, trail = [], None
     if not wanted["error"]:
-        recent = [decision_row(d) for d in rt.ledger.recent_decisions(
-            RECENT_LIMIT, reason=wanted["reason"], address=wanted["address"])]
+        recent = [decision_row(d) for d in recent_decisions(rt, wanted)]
         if wanted["address"]:
             trail = rt.ledger.trail(wanted["address"])
             trail["decisions"] = trail["decisions"][:TRAIL_DECISIONS_LIMIT]
@@ -168,19 +191,62 @@ def ledger_snapshot(rt: Runtime, wanted: dict) -> dict:
 
 
 async def provider_states(rt: Runtime) -> dict[str, dict]:
-    """What each registered part reports about itself (spool, providers, ...)."""
+    """What each registered part reports about itself (spool, providers, ...). A plain
+    callable runs in a worker thread (it may read a database); an async one on the loop."""
     states: dict[str, dict] = {}
-    for name, provider in rt.status_providers.items():
+    for name, provider in list(rt.status_providers.items()):
         try:
-            value = provider()
+            value = await asyncio.to_thread(provider)
             if inspect.isawaitable(value):
                 value = await value
             states[name] = dict(value)
-        except Exception as exc:  # one broken part must not take the status page down
+        # A part's report is its own code; one broken part must not take the page down.
+        except Exception as exc:  # noqa: BLE001
             event(log, "status_provider_failed", logging.WARNING, provider=name,
                   error=f"{type(exc).__name__}: {exc}")
             states[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return states
+
+
+def iso_time(value) -> str | None:
+    """ISO 8601 (UTC) of an epoch or ISO time; other values as given."""
+    when = as_time(value)
+    if when is not None:
+        return when.isoformat()
+    return None if value is None else str(value)
+
+
+def spool_view(report: dict | None) -> dict:
+    """The spool's own report in the terms of this page: depth, oldest queued (and its
+    age), delivery results and failures of the last 24 h, recent errors (masked)."""
+    if report is None:
+        return {"running": False}
+    view = {"running": True, "depth": None, "last_24h": None,
+            "delivery_failures_24h": None, "last_errors": [], **report}
+    oldest = as_time(report.get("oldest_queued_at"))
+    view["oldest_queued_at"] = iso_time(report.get("oldest_queued_at"))
+    view["oldest_age_seconds"] = (
+        round((datetime.now(UTC) - oldest).total_seconds()) if oldest else None)
+    results = report.get("last_24h")
+    if isinstance(results, dict):
+        view["delivery_failures_24h"] = sum(
+            n for result, n in results.items() if result != "delivered")
+    errors = report.get("last_errors")
+    if isinstance(errors, list):
+        view["last_errors"] = [
+            {**e, "at": iso_time(e.get("at")),
+             "rcpt": mask(str(e["rcpt"])) if e.get("rcpt") else ""}
+            for e in errors if isinstance(e, dict)]
+    return view
+
+
+def age_text(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def health_of(entry: dict) -> str:
@@ -208,7 +274,7 @@ async def snapshot(request: web.Request) -> dict:
         "mode": rt.settings.gateway.mode,
         "ruleset": {"name": ruleset.name, "description": ruleset.description},
         **stored,
-        "spool": states.pop("spool", {"running": False}),
+        "spool": spool_view(states.pop("spool", None)),
         "components": states,
         "health": health,
         "filter": {k: wanted[k] for k in ("reason", "address", "error")},
@@ -252,6 +318,9 @@ def page_context(data: dict, typed_address: str | None) -> dict:
         "trail": trail,
         "typed_address": typed_address or "",
         "utc_text": utc_text,
+        "spool": data["spool"],
+        "spool_age": age_text(data["spool"].get("oldest_age_seconds")),
+        "spool_extra": {k: v for k, v in data["spool"].items() if k not in SPOOL_SHOWN},
     }
 
 

@@ -3,17 +3,17 @@ a look at what the ledger holds. A plain module (not a conftest): tests import i
 
 from __future__ import annotations
 
+import base64
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+from conftest import make_settings
 
 from gateway import server
-from gateway.config import Settings, parse
+from gateway.config import Settings
 from gateway.consent import classify
 from gateway.ledger import TokenRecord
 from gateway.runtime import Runtime
@@ -24,67 +24,11 @@ ORG_NAME = "Acme Garden Ltd"
 ADDRESS = "jane.doe@example.com"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def toml_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string is a valid TOML basic string
-
-
-def make_settings(tmp_path: Path, *, secrets: list[str] | None = None, mode: str = "enforce",
-                  org_name: str = ORG_NAME) -> Settings:
-    """Settings for one test gateway: its own data dir and free loopback ports."""
-    http_port, smtp_port = free_port(), free_port()
-    secret_list = ", ".join(toml_string(s) for s in (secrets or ["test-unsubscribe-secret"]))
-    text = f"""
-[gateway]
-data_dir = "data"
-mode = "{mode}"
-
-[smtp]
-listen = "127.0.0.1:{smtp_port}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-public_url = "http://127.0.0.1:{http_port}"
-admin_token = "{ADMIN_TOKEN}"
-
-[unsubscribe]
-secret = [{secret_list}]
-
-[delivery]
-upstream = "maildir:outbox"
-
-[sms]
-outbox = "sms-outbox.jsonl"
-
-[[org]]
-id = "acme"
-name = {toml_string(org_name)}
-type = "commercial"
-similar = [["lawnmowers", "hedge-trimmers", "garden-tools"]]
-
-[[stream]]
-id = "acme-news"
-org = "acme"
-purpose = "marketing"
-category = "garden-tools"
-smtp_username = "acme-news"
-smtp_password = "test-smtp-password"
-api_key = "sk_test_acme"
-sms_from = ["+447400123000"]
-
-[[stream]]
-id = "acme-receipts"
-org = "acme"
-purpose = "service"
-smtp_username = "acme-receipts"
-smtp_password = "test-smtp-password-2"
-"""
-    return parse(text, None, tmp_path)
+def page_settings(tmp_path: Path, *, secrets: tuple[str, ...] = ("test-secret",),
+                  mode: str = "enforce", org_name: str = ORG_NAME) -> Settings:
+    """The suite's settings (tests/conftest.py) with these pages' variations."""
+    return make_settings(tmp_path, secret=json.dumps(list(secrets)), mode=mode,
+                         org_name=org_name)
 
 
 @dataclass
@@ -124,10 +68,11 @@ class TestGateway:
     def opt_outs(self) -> list[dict]:
         return list(self.rt.ledger.iter_all("optouts"))
 
-    def decide(self, address: str, stream: str = "acme-news", channel: str = "email"):
-        """Decide (and record) one marketing or service message, as a channel would."""
+    def decide(self, address: str, stream: str = "acme-news", channel: str = "email",
+               message_id: str = "<status@x>"):
+        """Decide (and record) one message of `stream`, as a channel would."""
         return self.rt.consent.decide(classify(self.rt.settings.stream(stream)), channel,
-                                      address, message_id="<status@x>")
+                                      address, message_id=message_id)
 
     def evaluate(self, address: str = ADDRESS, channel: str = "email"):
         return self.rt.consent.evaluate(classify(self.rt.settings.stream("acme-news")),
@@ -137,15 +82,17 @@ class TestGateway:
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, **options) -> AsyncIterator[TestGateway]:
     """The real gateway (HTTP, and whatever channels this build has) for one test."""
-    running = await server.start(make_settings(tmp_path, **options))
+    running = await server.start(page_settings(tmp_path, **options))
     try:
         yield TestGateway(running)
     finally:
         await running.stop()
 
 
-def operator_auth() -> aiohttp.BasicAuth:
-    return aiohttp.BasicAuth("operator", ADMIN_TOKEN)
+def basic_auth(password: str = ADMIN_TOKEN, user: str = "operator") -> dict[str, str]:
+    """An Authorization header for the operator pages (any user name will do)."""
+    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {pair}"}
 
 
 def tamper(token: str, index: int = 7) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import dkim
 import pytest
@@ -188,3 +188,8 @@ def test_ed25519_seed_as_written_by_dknewkey_is_accepted(keys: dict) -> None:
     seed = openssl("pkey", "-in", str(keys["ed25519"][0]), "-outform", "DER")[-32:]
     signed = DkimSigner(DOMAIN, SELECTOR, base64.b64encode(seed) + b"\n").sign(MESSAGE)
     assert dkim.verify(signed, dnsfunc=dns_for("ed25519", keys["ed25519"][1]))
+
+
+def test_load_signer_wants_an_ascii_domain(keys: dict) -> None:
+    with pytest.raises(ConfigError, match="xn--"):
+        load_signer("bücher.example", SELECTOR, str(keys["rsa"][0]))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Iterator
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -31,8 +32,8 @@ def raw(name: str) -> bytes:
 
 
 def rewrite(data: bytes, **overrides: object) -> RewriteResult:
-    args: dict = dict(unsubscribe_url=URL, mailto_url=MAILTO, reply_to=REPLY,
-                      footer_text=FOOTER_TEXT, footer_html=FOOTER_HTML)
+    args: dict = {"unsubscribe_url": URL, "mailto_url": MAILTO, "reply_to": REPLY,
+                  "footer_text": FOOTER_TEXT, "footer_html": FOOTER_HTML}
     args.update(overrides)
     return rewrite_for_recipient(data, **args)
 
@@ -218,7 +219,7 @@ def test_eight_bit_part_without_charset_keeps_its_bytes_with_an_ascii_footer() -
 
 def test_text_attachment_gets_no_footer() -> None:
     msg = parse(rewrite(raw("04-mixed-attachments.eml")).data)
-    terms = [p for p in msg.walk() if p.get_filename() == "terms.txt"][0]
+    terms = next(p for p in msg.walk() if p.get_filename() == "terms.txt")
     assert content(terms) == "Terms: offer ends Sunday."
 
 
@@ -299,7 +300,7 @@ def test_reply_to_is_left_alone_when_not_asked_to_rewrite_it() -> None:
 def test_other_headers_stay_and_gateway_headers_go_in_any_case() -> None:
     msg = parse(rewrite(raw("15-reply-to-and-gateway-headers.eml")).data)
     assert msg["X-Mailer"] == "Northwind Mailer 2.1"
-    assert not [k for k in msg.keys() if k.lower().startswith("x-gateway-")]
+    assert not [k for k in msg if k.lower().startswith("x-gateway-")]
 
 
 def test_header_prefix_to_remove_can_be_changed() -> None:
@@ -386,3 +387,61 @@ def test_text_part_in_an_unknown_charset_is_unrewritable() -> None:
     message = b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\nHello\r\n"
     with pytest.raises(UnrewritableMessage, match="x-no-such-charset"):
         rewrite(message)
+
+
+def test_text_part_in_utf16_is_unrewritable() -> None:
+    message = b"Content-Type: text/plain; charset=utf-16\r\n\r\n\xff\xfeH\x00i\x00\r\n"
+    with pytest.raises(UnrewritableMessage, match="utf-16"):
+        rewrite(message)
+
+
+def test_control_characters_in_a_header_do_not_break_the_header_block() -> None:
+    message = b"Subject: sale\x0cnow\r\nContent-Type: text/plain\r\n\r\nHello\r\n"
+    data = rewrite(message).data
+    assert data.startswith(b"Subject: sale\x0cnow\r\nContent-Type: text/plain\r\n")
+    assert parse(data)["List-Unsubscribe"] == f"<{URL}>, <{MAILTO}>"
+
+
+def test_message_id_the_stdlib_parser_chokes_on_is_kept_as_written() -> None:
+    message = b"From: a@northwind.example\r\nMessage-ID: <>\r\n\r\nHello\r\n"
+    assert rewrite(message).message_id == "<>"
+
+
+def test_mangled_messages_are_rewritten_safely_or_refused() -> None:
+    """Random damage to corpus messages: a parseable copy with the opt-out, or a refusal."""
+    rng = random.Random(2024)
+    corpus = [raw(name) for name in REWRITABLE]
+    junk = [b"\n--", b"boundary=", b"charset=", b"\n\n", b"=?utf-8?q?", b"base64", b"\x0c",
+            b"\xff", b"\x00", b"{{unsubscribe_url}}", b"</body>", b"multipart/", b'"', b";"]
+    for _ in range(400):
+        data = bytearray(rng.choice(corpus))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            if rng.random() < 0.4:
+                del data[at:at + rng.randint(1, 40)]
+            else:
+                data[at:at] = rng.choice(junk)
+        try:
+            result = rewrite(bytes(data))
+        except UnrewritableMessage:
+            continue
+        assert b"\n" not in result.data.replace(b"\r\n", b"")
+        msg = parse(result.data)
+        assert msg.get_all("List-Unsubscribe") == [f"<{URL}>, <{MAILTO}>"]
+        if not result.headers_only:
+            texts = [p.get_payload(decode=True) for p, shown in leaves(msg) if shown]
+            assert any(URL.encode() in t for t in texts)
+
+
+def test_signed_message_with_a_stray_line_in_its_header_is_unrewritable() -> None:
+    end_of_type = b'boundary="sig-11"\r\n'
+    message = raw("11-signed-crlf.eml").replace(end_of_type, end_of_type + b"not a header\r\n")
+    assert parse(message).get_content_type() == "multipart/signed"
+    with pytest.raises(UnrewritableMessage, match="header block"):
+        rewrite(message)
+
+
+def test_base64_text_without_padding_is_rewritten() -> None:
+    message = (b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64"
+               b"\r\n\r\nSGVsbG8gd29ybGQ\r\n")
+    assert display_texts(rewrite(message).data)[0].startswith("Hello world\n\n" + FOOTER_MARK)

@@ -1,0 +1,97 @@
+"""``POST /api/v1/sms``: send one text, JSON in and out, a stream's api_key as bearer token.
+
+Request: ``{"to", "body", "from"?, "purpose"?, "nature"?, "category"?, "status_callback"?}``.
+
+| outcome                         | status | body                                             |
+|---------------------------------|--------|--------------------------------------------------|
+| sent                            | 202    | status, decision, to, from, body (final),        |
+|                                 |        | encoding, segments, warnings, provider,          |
+|                                 |        | message_id (the provider's), gateway_message_id  |
+| blocked (or provider opt-out)   | 403    | error "blocked", reason, explanation             |
+| bad JSON / field / number       | 400    | error (bad_json, invalid_request, invalid_number,|
+|                                 |        | from_not_allowed, …), field, detail              |
+| no or wrong api_key             | 401    | error "unauthorized"                             |
+| provider did not take it        | 502    | error "provider_error", provider, code, message  |
+| ledger unavailable              | 503    | error "store_unavailable"                        |
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import StoreUnavailable
+from ..web.common import json_body, json_error
+from .channel import channel
+from .outbound import SentText, TextBlocked, TextRejected, TextRequest, provider_problem
+from .providers import ProviderError
+
+routes = web.RouteTableDef()
+
+FIELDS = ("to", "body", "from", "purpose", "nature", "category", "status_callback")
+
+
+def bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "unauthorized", "detail": "send Authorization: Bearer <stream api_key>"},
+        status=401, headers={"WWW-Authenticate": 'Bearer realm="gateway sms"'})
+
+
+def text_request(body: dict[str, Any]) -> TextRequest:
+    """The request's fields, type-checked; `TextRejected` names the first bad one."""
+    for key, value in body.items():
+        if key not in FIELDS:
+            raise TextRejected("invalid_request", key, "unknown field", 21601)
+        if value is not None and not isinstance(value, str):
+            raise TextRejected("invalid_request", key, "expected a string", 21601)
+    return TextRequest(
+        to=body.get("to") or "", body=body.get("body") or "", from_=body.get("from"),
+        purpose=body.get("purpose"), nature=body.get("nature"),
+        category=body.get("category"), status_callback=body.get("status_callback"))
+
+
+def sent_answer(sent: SentText) -> dict[str, Any]:
+    d = sent.decision
+    return {
+        "status": "accepted",
+        "decision": {"allowed": d.allowed, "reason": d.reason, "explanation": d.explanation},
+        "to": sent.to, "from": sent.from_, "body": sent.body,
+        "encoding": sent.segments.encoding, "segments": sent.segments.segments,
+        "warnings": list(sent.warnings), "provider": sent.provider,
+        "message_id": sent.result.message_id, "provider_status": sent.result.status,
+        "gateway_message_id": sent.message_id,
+    }
+
+
+def blocked_answer(exc: TextBlocked) -> web.Response:
+    return json_error(403, "blocked", reason=exc.decision.reason,
+                      explanation=exc.decision.explanation,
+                      gateway_message_id=exc.message_id)
+
+
+@routes.post("/api/v1/sms")
+async def send_sms(request: web.Request) -> web.Response:
+    sms = channel(request)
+    stream = sms.relay.stream_for_key(bearer(request))
+    if stream is None:
+        return unauthorized()
+    try:
+        sent = await sms.relay.send(stream, text_request(await json_body(request)))
+    except TextRejected as exc:
+        return json_error(400, exc.error, field=exc.field, detail=exc.detail)
+    except TextBlocked as exc:
+        return blocked_answer(exc)
+    except ProviderError as exc:
+        return json_error(502, "provider_error", provider=exc.provider, code=exc.code,
+                          message=provider_problem(exc))
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", detail=str(exc))
+    return web.json_response(sent_answer(sent), status=202,
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))

@@ -1,0 +1,164 @@
+"""What an inbound text does, whichever provider brought it (webhooks.py verifies first).
+
+| the text is                          | recorded                                 | reply           |
+|--------------------------------------|------------------------------------------|-----------------|
+| STOP (or any opt-out keyword)        | opt-out of sms for the org owning `To`;  | one confirmation|
+|                                      | all orgs ("*") when `To` is unknown      |                 |
+| STOPALL                              | opt-out of sms for all orgs ("*")        | one confirmation|
+| START, UNSTOP                        | opt-in + consent evidence for the org    | one confirmation|
+| HELP, INFO                           | nothing                                  | help text       |
+| anything else                        | nothing; forwarded to inbound_forward_url| none            |
+
+Decisions:
+
+- The opt-out is stored before anything else happens (reply, forward), so a failure
+  after it never loses it.
+- START to a number no org owns records nothing: there is no org to opt in to, and an
+  opt-in for all orgs would lift opt-outs the person gave to each org separately.
+- When Twilio's ``OptOutType`` is present, Twilio's opt-out handling has already sent its
+  own confirmation, so ours is left out: one confirmation only.
+- The sender is stored in E.164 (national numbers read in the owning org's region), so
+  it matches the recipient numbers of outbound texts. A sender that is no phone number
+  (a short code, a sender id) cannot be sent marketing texts here and records nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..config import Org, Settings
+from ..errors import InvalidAddress
+from ..ledger import mask, normalise_phone, parse_evidence
+from ..logs import event
+from ..policy import ALL_ORGS
+from ..runtime import Runtime
+from ..templating import render
+from .keywords import TWILIO_OPT_OUT_TYPES, Keyword, classify
+
+log = logging.getLogger("gateway.sms.inbound")
+
+METHOD = "sms-keyword"
+
+
+@dataclass(frozen=True)
+class InboundText:
+    """One text a person sent to one of our numbers, as the provider reported it."""
+
+    provider: str  # "twilio" | "vonage"
+    sender: str  # the person's number, as given
+    recipient: str  # our number it was sent to
+    body: str
+    message_id: str = ""
+    opt_out_type: str | None = None  # Twilio's OptOutType
+
+    @property
+    def provider_replied(self) -> bool:
+        """Twilio's opt-out handling matched a keyword and answered the person itself."""
+        return (self.opt_out_type or "").strip().upper() in TWILIO_OPT_OUT_TYPES
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    """What the text was, and the one text to send back (None: send nothing)."""
+
+    keyword: Keyword | None
+    reply: str | None = None
+
+    @property
+    def forward(self) -> bool:
+        return self.keyword is None
+
+
+def owner_of(settings: Settings, number: str) -> Org | None:
+    """The org whose stream sends from `number` (numbers compared in E.164)."""
+    direct = settings.org_for_sms_number(number)
+    if direct is not None:
+        return direct
+    wanted = _e164(number, "GB")
+    for stream in settings.streams:
+        org = settings.orgs.get(stream.org)
+        region = org.default_region if org else "GB"
+        if any(_e164(sender, region) == wanted for sender in stream.sms_from):
+            return org
+    return None
+
+
+def _e164(number: str, region: str) -> str:
+    try:
+        return normalise_phone(number, region)
+    except InvalidAddress:
+        return number.strip()
+
+
+class InboundHandler:
+    """Records keyword opt-outs and opt-ins and chooses the reply."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    async def handle(self, text: InboundText) -> InboundOutcome:
+        keyword = classify(text.body, text.opt_out_type)
+        if keyword is None:
+            return InboundOutcome(None)
+        org = owner_of(self.rt.settings, text.recipient)
+        try:
+            sender = normalise_phone(text.sender, org.default_region if org else "GB")
+        except InvalidAddress:
+            event(log, "sms_keyword_ignored", level=logging.WARNING, keyword=keyword,
+                  provider=text.provider, problem="sender is not a phone number")
+            return InboundOutcome(keyword)
+        if keyword in (Keyword.STOP, Keyword.STOPALL):
+            reply = await self.opt_out(text, keyword, sender, org)
+        elif keyword is Keyword.START:
+            reply = await self.opt_in(text, sender, org)
+        else:
+            reply = render("sms_help.txt.j2", org_name=org.name if org else "")
+            event(log, "sms_help", org=org.id if org else "", provider=text.provider)
+        if text.provider_replied:
+            reply = None
+        return InboundOutcome(keyword, reply.strip() if reply else None)
+
+    async def opt_out(self, text: InboundText, keyword: Keyword, sender: str,
+                      org: Org | None) -> str:
+        """STOP: this org (all orgs when unknown); STOPALL: all orgs."""
+        scope = org.id if org is not None and keyword is Keyword.STOP else ALL_ORGS
+        await asyncio.to_thread(
+            self.rt.ledger.record_opt_out, scope, "sms", sender, source=self.source(
+                keyword, text), method=METHOD, message_id=text.message_id or None,
+            client=sender)
+        self.rt.metrics.opt_outs.labels("sms", METHOD).inc()
+        event(log, "sms_opt_out", org=scope, keyword=keyword, provider=text.provider,
+              sender=mask(sender))
+        name = org.name if org is not None and scope != ALL_ORGS else ""
+        return render("sms_stop_confirmation.txt.j2", org_name=name)
+
+    async def opt_in(self, text: InboundText, sender: str, org: Org | None) -> str | None:
+        """START: an opt-in that lifts the opt-out, and consent evidence for the org."""
+        if org is None:
+            event(log, "sms_opt_in_ignored", level=logging.WARNING, provider=text.provider,
+                  problem="no org sends from the number written to")
+            return None
+        source = self.source(Keyword.START, text)
+        regions = {o.id: o.default_region for o in self.rt.settings.orgs.values()}
+        evidence = parse_evidence({
+            "org": org.id, "channel": "sms", "address": sender, "basis": "consent",
+            "collected_by": "self", "source": source,
+            "obtained_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        }, regions)
+
+        def record() -> None:
+            self.rt.ledger.record_opt_out(org.id, "sms", sender, kind="optin", source=source,
+                                          method=METHOD, message_id=text.message_id or None,
+                                          client=sender)
+            self.rt.ledger.record_evidence(evidence, METHOD)
+
+        await asyncio.to_thread(record)
+        event(log, "sms_opt_in", org=org.id, provider=text.provider, sender=mask(sender))
+        return render("sms_start_confirmation.txt.j2", org_name=org.name)
+
+    @staticmethod
+    def source(keyword: Keyword, text: InboundText) -> str:
+        return f"SMS keyword {keyword.name} to {text.recipient}"

@@ -1,0 +1,269 @@
+"""Outbound texts: from an app's request to the provider, with one consent decision each.
+
+`Relay.send` runs one small step after another:
+
+1. `prepare`: the recipient normalised to E.164 (the stream's org region), the sender
+   chosen and checked, the body checked. A bad request raises `TextRejected`, before any
+   decision is recorded.
+2. decide: `ConsentService.decide` classifies by stream (and per-text overrides) and
+   records the decision. Blocked (enforce mode) raises `TextBlocked`.
+3. `opt_out.opt_out_line`: an allowed marketing text gets ``stop_text`` appended (unless
+   it already says how to opt out); from an alphanumeric sender, which cannot be replied
+   to, it gets an opt-out link (``/s/TOKEN``) instead.
+4. send through the provider. Only its acceptance makes a `SentText`; a provider that
+   holds an opt-out for the number (`RecipientOptedOut`) makes us record that opt-out,
+   and the text counts as blocked (`opted_out`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import Stream
+from ..consent import classify
+from ..errors import GatewayError, InvalidAddress
+from ..ledger import mask, normalise_phone
+from ..logs import event
+from ..policy import Decision, reasons
+from ..runtime import Runtime
+from .opt_out import compose, is_alphanumeric_sender, opt_out_line, segment_warnings
+from .providers import OutboundSms, ProviderError, ProviderResult, RecipientOptedOut, SmsProvider
+from .segments import Segments, measure
+
+log = logging.getLogger("gateway.sms.outbound")
+
+MAX_BODY_CHARS = 1600  # Twilio's limit for one message (error 21617)
+# An alphanumeric sender id: up to 11 characters, at least one letter (GSM 03.40).
+_ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 &+\-_.]{1,11}")
+
+# (stream, app's callback URL) -> our callback URL handed to the provider
+CallbackUrl = Callable[[Stream, str], str]
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """What an app asks to send; every field as received, nothing normalised yet."""
+
+    to: str
+    body: str
+    from_: str | None = None
+    purpose: str | None = None
+    nature: str | None = None
+    category: str | None = None
+    status_callback: str | None = None
+
+
+class TextRejected(GatewayError):
+    """The request itself is wrong (bad number, sender, body): nothing was decided or sent.
+
+    `error` is our error code, `field` the request field at fault, `twilio_code` the code
+    Twilio's own API answers for the same mistake."""
+
+    def __init__(self, error: str, field: str, detail: str, twilio_code: int):
+        self.error, self.field, self.detail, self.twilio_code = error, field, detail, twilio_code
+        super().__init__(f"{field}: {detail}")
+
+
+class TextBlocked(GatewayError):
+    """The text may not go: the decision (or the provider's opt-out list) blocks it."""
+
+    def __init__(self, decision: Decision, message_id: str):
+        self.decision, self.message_id = decision, message_id
+        super().__init__(f"blocked: {decision.reason}: {decision.explanation}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request that passed the checks: numbers in their final form."""
+
+    to: str
+    from_: str
+    body: str
+
+
+@dataclass(frozen=True)
+class SentText:
+    """A text the provider accepted, and what the app is told about it."""
+
+    message_id: str  # ours: the decision's message id in the audit log
+    to: str
+    from_: str
+    body: str  # the final body, opt-out text included
+    segments: Segments
+    warnings: tuple[str, ...]
+    decision: Decision
+    provider: str
+    result: ProviderResult
+
+
+def provider_problem(exc: ProviderError) -> str:
+    """What to tell the app about a provider failure: status, code and the provider's own
+    explanation, but never our provider URL (it holds our account id)."""
+    detail = ", ".join(part for part in (f"HTTP {exc.status}" if exc.status else "",
+                                         f"code {exc.code}" if exc.code else "") if part)
+    what = exc.message if exc.status else "no answer (unreachable or timed out)"
+    advice = "retry later" if exc.retryable else "the provider refused this text"
+    return f"{exc.provider} did not take the text ({detail or 'no answer'}): {what}; {advice}"
+
+
+def new_message_id() -> str:
+    """Our id of one outbound text (Twilio's sid shape: "SM" + 32 hex)."""
+    return "SM" + uuid.uuid4().hex
+
+
+class Relay:
+    """Sends apps' texts through the configured provider, one decision per text."""
+
+    def __init__(self, rt: Runtime, provider: SmsProvider, callback_url: CallbackUrl):
+        self.rt = rt
+        self.provider = provider
+        self.callback_url = callback_url
+
+    # -- who is asking ------------------------------------------------------------------
+
+    def stream_for_key(self, api_key: str) -> Stream | None:
+        """The stream whose api_key this is; every stream is compared, in constant time."""
+        found = None
+        for stream in self.rt.settings.streams:
+            same = hmac.compare_digest(api_key.encode(), stream.api_key.encode())
+            if same and stream.api_key and found is None:
+                found = stream
+        return found
+
+    def stream_for_account(self, account: str, user: str, password: str) -> Stream | None:
+        """Twilio-style login: account sid (= stream id) in the path and as user name,
+        the stream's api_key as password."""
+        stream = self.stream_for_key(password)
+        if stream is None or not (hmac.compare_digest(account.encode(), stream.id.encode())
+                                  and hmac.compare_digest(user.encode(), stream.id.encode())):
+            return None
+        return stream
+
+    # -- checks -------------------------------------------------------------------------
+
+    def region(self, stream: Stream) -> str:
+        org = self.rt.settings.orgs.get(stream.org)
+        return org.default_region if org else "GB"
+
+    def prepare(self, stream: Stream, req: TextRequest) -> Prepared:
+        """Normalise and check a request; `TextRejected` names what is wrong."""
+        if not req.to.strip():
+            raise TextRejected("invalid_request", "to", "required: the recipient's number",
+                               21604)
+        if not req.body.strip():
+            raise TextRejected("invalid_request", "body", "required: the text to send", 21602)
+        if len(req.body) > MAX_BODY_CHARS:
+            raise TextRejected("body_too_long", "body",
+                               f"{len(req.body)} characters; at most {MAX_BODY_CHARS}", 21617)
+        if req.status_callback and not re.match(r"https?://\S+$", req.status_callback):
+            raise TextRejected("invalid_request", "status_callback",
+                               "expected an http(s) URL", 21609)
+        region = self.region(stream)
+        try:
+            to = normalise_phone(req.to, region)
+        except InvalidAddress as exc:
+            raise TextRejected("invalid_number", "to", exc.reason, 21211) from None
+        return Prepared(to, self.sender(stream, req.from_, region), req.body)
+
+    def sender(self, stream: Stream, given: str | None, region: str) -> str:
+        """The From: the stream's first sms_from by default; a number must be one of the
+        stream's sms_from; an alphanumeric sender id is allowed as such."""
+        allowed = {self._normalised(s, region): s for s in stream.sms_from}
+        if not (given or "").strip():
+            if not stream.sms_from:
+                raise TextRejected("invalid_from", "from", f"stream {stream.id!r} has no "
+                                   "sms_from; give a sender or configure one", 21603)
+            return self._normalised(stream.sms_from[0], region)
+        given = given.strip()
+        if given in stream.sms_from or not is_alphanumeric_sender(given):
+            number = self._normalised(given, region)
+            if number not in allowed:
+                raise TextRejected("from_not_allowed", "from", "not one of the stream's "
+                                   "sms_from numbers", 21606)
+            return number
+        if _ALPHANUMERIC_SENDER.fullmatch(given) is None:
+            raise TextRejected("invalid_from", "from", "a sender id is 1-11 letters, digits "
+                               "or spaces with at least one letter", 21212)
+        return given
+
+    @staticmethod
+    def _normalised(sender: str, region: str) -> str:
+        try:
+            return normalise_phone(sender, region)
+        except InvalidAddress:
+            return sender.strip()  # a short code or sender id, compared as written
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, stream: Stream, req: TextRequest) -> SentText:
+        """Check, decide, add the opt-out, send; raises TextRejected, TextBlocked or
+        ProviderError when the text did not go."""
+        text = self.prepare(stream, req)
+        message_id = new_message_id()
+        c = classify(stream, req.purpose, req.nature, req.category)
+        verdict = await asyncio.to_thread(self.rt.consent.decide, c, "sms", text.to,
+                                          message_id)
+        decision = verdict.decision
+        monitor = self.rt.settings.gateway.monitor
+        outcome = "would_block" if not decision.allowed and monitor else decision.outcome
+        self.rt.metrics.decisions.labels("sms", outcome, decision.reason).inc()
+        if not verdict.deliver:
+            event(log, "sms_blocked", stream=stream.id, message_id=message_id,
+                  reason=decision.reason, to=mask(text.to))
+            raise TextBlocked(decision, message_id)
+        warnings = [] if decision.allowed else [
+            f"monitor mode: delivered although the decision is {decision.reason}"]
+        line = await opt_out_line(self.rt, stream, decision, to=text.to, from_=text.from_,
+                                  body=text.body, message_id=message_id)
+        body = compose(text.body, line)
+        segments = measure(body)
+        warnings += segment_warnings(measure(text.body), segments)
+        callback = self.callback_url(stream, req.status_callback) if req.status_callback \
+            else None
+        outbound = OutboundSms(text.to, text.from_, body, callback, message_id)
+        result = await self.deliver(stream, outbound, message_id)
+        event(log, "sms_sent", stream=stream.id, message_id=message_id,
+              provider=self.provider.name, provider_id=result.message_id,
+              segments=segments.segments, encoding=segments.encoding, to=mask(text.to))
+        return SentText(message_id, text.to, text.from_, body, segments, tuple(warnings),
+                        decision, self.provider.name, result)
+
+    async def deliver(self, stream: Stream, text: OutboundSms, message_id: str
+                      ) -> ProviderResult:
+        """Hand the text to the provider; its opt-out list becomes ours."""
+        name = self.provider.name
+        started = time.monotonic()
+        try:
+            result = await self.provider.send(text)
+        except RecipientOptedOut as exc:
+            self.rt.note("sms_provider", True)
+            await self.record_provider_opt_out(stream, text.to, exc, message_id)
+            explanation = f"the provider reports the recipient opted out (code {exc.code})"
+            raise TextBlocked(Decision(False, reasons.OPTED_OUT, explanation),
+                              message_id) from None
+        except ProviderError as exc:
+            self.rt.note("sms_provider", False, str(exc))
+            event(log, "sms_provider_error", level=logging.WARNING, stream=stream.id,
+                  message_id=message_id, provider=name, status=exc.status, code=exc.code)
+            raise
+        finally:
+            self.rt.metrics.provider_latency.labels(name).observe(time.monotonic() - started)
+        self.rt.note("sms_provider", True)
+        return result
+
+    async def record_provider_opt_out(self, stream: Stream, number: str,
+                                      exc: RecipientOptedOut, message_id: str) -> None:
+        await asyncio.to_thread(
+            self.rt.ledger.record_opt_out, stream.org, "sms", number, method="provider",
+            source=f"provider reports recipient opted out (code {exc.code})",
+            message_id=message_id, client=exc.provider)
+        self.rt.metrics.opt_outs.labels("sms", "provider").inc()
+        event(log, "sms_opt_out", org=stream.org, method="provider", provider=exc.provider,
+              code=exc.code, to=mask(number))

@@ -1,0 +1,113 @@
+"""Twilio-compatible sending: ``POST /2010-04-01/Accounts/{stream id}/Messages.json``.
+
+An app built on Twilio's SDK changes only the API base URL, and logs in with the stream
+id as account sid and the stream's api_key as auth token. Form fields ``To``, ``From``,
+``Body``, ``StatusCallback``; ``MessagingServiceSid`` is accepted and ignored (the
+stream's first ``sms_from`` is the default sender); media is refused.
+
+Allowed: 201 with a Twilio message resource: the app's account sid and URIs, our final
+body and segment count (the count the contract promises, the same on every path), and,
+when the provider is Twilio, its status, dates and price. Errors in Twilio's shape
+``{"code", "message", "more_info", "status"}``:
+
+| case                            | status          | code                        |
+|---------------------------------|-----------------|-----------------------------|
+| wrong account or credentials    | 401             | 20003                       |
+| blocked (or provider opt-out)   | 400             | 21610                       |
+| bad To / From / Body / callback | 400             | 21211, 21606, 21602, 21609… |
+| provider did not take it        | provider's 4xx, | provider's code, else 20503 |
+|                                 | else 502        |                             |
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Stream
+from ..errors import StoreUnavailable
+from ..web.common import basic_credentials
+from .channel import channel
+from .outbound import SentText, TextBlocked, TextRejected, TextRequest, provider_problem
+from .providers import ProviderError
+
+routes = web.RouteTableDef()
+
+API_VERSION = "2010-04-01"
+UNAVAILABLE = 20503
+TWILIO_NAMES = {"to": "To", "from": "From", "body": "Body", "status_callback": "StatusCallback"}
+# Fields of the provider's own resource (when it is Twilio) that we pass on as they are.
+PROVIDER_FIELDS = ("status", "date_created", "date_updated", "date_sent", "price",
+                   "price_unit", "error_code", "error_message")
+
+
+def twilio_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message,
+                              "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                              "status": status}, status=status)
+
+
+def message_resource(stream: Stream, sent: SentText) -> dict[str, Any]:
+    """A Twilio message resource for `sent`, as Twilio's SDK parses it."""
+    sid = sent.result.message_id
+    uri = f"/{API_VERSION}/Accounts/{stream.id}/Messages/{sid}"
+    now = format_datetime(datetime.now(UTC).replace(microsecond=0))
+    resource: dict[str, Any] = {
+        "account_sid": stream.id, "api_version": API_VERSION, "body": sent.body,
+        "date_created": now, "date_sent": None, "date_updated": now,
+        "direction": "outbound-api", "error_code": None, "error_message": None,
+        "from": sent.from_, "messaging_service_sid": None, "num_media": "0",
+        "num_segments": str(sent.segments.segments), "price": None, "price_unit": None,
+        "sid": sid, "status": sent.result.status or "queued",
+        "subresource_uris": {"media": f"{uri}/Media.json"}, "to": sent.to,
+        "uri": f"{uri}.json",
+    }
+    if sent.provider == "twilio":
+        resource.update({k: sent.result.raw[k] for k in PROVIDER_FIELDS
+                         if k in sent.result.raw})
+    return resource
+
+
+def blocked(exc: TextBlocked) -> web.Response:
+    return twilio_error(400, 21610, "Attempt to send to unsubscribed recipient "
+                                    f"(blocked: {exc.decision.reason})")
+
+
+def provider_failed(exc: ProviderError) -> web.Response:
+    status = exc.status if exc.status and 400 <= exc.status < 500 else 502
+    code = int(exc.code) if exc.code and exc.code.isdigit() else UNAVAILABLE
+    return twilio_error(status, code, provider_problem(exc))
+
+
+@routes.post(f"/{API_VERSION}/Accounts/{{account}}/Messages.json")
+async def create_message(request: web.Request) -> web.Response:
+    sms = channel(request)
+    user, password = basic_credentials(request) or ("", "")
+    stream = sms.relay.stream_for_account(request.match_info["account"], user, password)
+    if stream is None:
+        response = twilio_error(401, 20003, "Authenticate")
+        response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+        return response
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if "MediaUrl" in fields:
+        return twilio_error(400, 21620, "Media messages are not supported by this gateway")
+    req = TextRequest(to=fields.get("To", ""), body=fields.get("Body", ""),
+                      from_=fields.get("From") or None,
+                      status_callback=fields.get("StatusCallback") or None)
+    try:
+        sent = await sms.relay.send(stream, req)
+    except TextRejected as exc:
+        name = TWILIO_NAMES.get(exc.field, exc.field)
+        return twilio_error(400, exc.twilio_code, f"The '{name}' parameter is invalid: "
+                                                  f"{exc.detail}")
+    except TextBlocked as exc:
+        return blocked(exc)
+    except ProviderError as exc:
+        return provider_failed(exc)
+    except StoreUnavailable as exc:
+        return twilio_error(503, UNAVAILABLE, str(exc))
+    return web.json_response(message_resource(stream, sent), status=201)
