@@ -8,6 +8,8 @@ import hmac
 import ipaddress
 import logging
 from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.utils import getaddresses
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -35,6 +37,10 @@ def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
 class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP, allowing AUTH without TLS only from loopback clients."""
 
+    # RFC 5321 caps lines at 1000 octets, but real mailers exceed it; like Postfix we
+    # accept longer lines (the rewrite re-encodes the parts it changes) up to 64 KiB.
+    line_length_limit = 65536
+
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
@@ -57,6 +63,14 @@ def sender_of(envelope: Envelope) -> str:
     """The envelope sender; "" for the null sender `<>` (bounces)."""
     sender = envelope.mail_from or ""
     return "" if sender == "<>" else sender
+
+
+def reply_targets(header_value: str | None) -> list[str]:
+    """Bare addresses of the original Reply-To (or From) kept with the token."""
+    if not header_value:
+        return []
+    decoded = str(make_header(decode_header(header_value)))
+    return [addr for _, addr in getaddresses([decoded]) if "@" in addr]
 
 
 def _tx(envelope: Envelope) -> Transaction:
@@ -238,8 +252,8 @@ class GatewayHandler:
             found = None if is_auto_reply(msg, sender_of(envelope)) else asks_to_opt_out(msg)
             if found:
                 await self._opt_out(record, token, "reply", f"{client} ({found})")
-            if record.reply_to:
-                copies.append(Copy("reply", sender_of(envelope), record.reply_to, raw,
+            for target in reply_targets(record.reply_to):
+                copies.append(Copy("reply", sender_of(envelope), target, raw,
                                    str(msg.get("Message-ID", "")) or None, record.stream,
                                    record.org))
         return copies

@@ -1,0 +1,97 @@
+"""A subprocess gateway killed with SIGKILL after accepting mail loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import aiosmtplib
+import pytest
+
+from conftest import BASE_TOML, free_port
+from gateway.ledger import Ledger, parse_evidence
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(tmp_path, sink_port: int) -> tuple:
+    smtp_port, http_port = free_port(), free_port()
+    text = BASE_TOML.format(
+        data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=smtp_port,
+        http_port=http_port, smtp_extra="", secret='"s"', reply_handling="rewrite",
+        upstream=f"smtp://127.0.0.1:{sink_port}?tls=none", max_age="5d", dkim="",
+        org_name="Acme Garden Ltd")
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path, smtp_port, http_port
+
+
+def start_gateway(config_path, smtp_port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config",
+                             str(config_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", smtp_port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode())
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("gateway did not start")
+
+
+def seed_recipients(data_dir, count: int) -> None:
+    ledger = Ledger(data_dir)
+    records = [parse_evidence({"org": "acme", "channel": "email",
+                               "address": f"r{i}@example.com", "basis": "consent",
+                               "obtained_at": "2026-01-01T00:00:00Z"}, {"acme": "GB"})
+               for i in range(count)]
+    ledger.record_evidence_many(records)
+    ledger.close()
+
+
+async def test_sigkill_after_accepting_50_messages_loses_none_and_duplicates_none(tmp_path,
+                                                                                   sink):
+    await sink.stop()  # upstream down: every accepted message sits in the spool
+    config_path, smtp_port, _ = write_config(tmp_path, sink.port)
+    seed_recipients(tmp_path / "data", 50)
+    proc = await asyncio.to_thread(start_gateway, config_path, smtp_port)
+    accepted = []
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port,
+                                   start_tls=False) as client:
+            await client.login("acme-news", "news-pass")
+            for i in range(50):
+                mid = f"<crash-{i}@acme.test>"
+                data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
+                        f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
+                await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
+                accepted.append(mid)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(accepted) == 50
+    await sink.start()
+    proc = await asyncio.to_thread(start_gateway, config_path, smtp_port)
+    try:
+        messages = await sink.wait_for(50, timeout=60)
+        await asyncio.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    ids = Counter(email.message_from_bytes(m[2], policy=email.policy.default)["Message-ID"]
+                  for m in sink.messages)
+    assert set(ids) == set(accepted)
+    assert max(ids.values()) == 1, "a message was delivered twice"
+    assert len(messages) == 50
