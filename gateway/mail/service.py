@@ -29,6 +29,8 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
 async def start(rt: Runtime, app: web.Application):
     """Open the spool, start delivery (whatever is spooled goes out at once), then listen."""
     s = rt.settings
+    # aiosmtpd logs a deprecation notice on every AUTH; keep only its errors.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     if s.dkim.enabled:
         rt.dkim = load_signer(s.dkim.domain, s.dkim.selector, s.dkim.private_key_file)
     spool = await asyncio.to_thread(Spool, s.gateway.data_dir)

@@ -1,0 +1,237 @@
+"""`gateway demo`: a self-contained tour through the real listeners, in under a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import shutil
+import tempfile
+import textwrap
+from pathlib import Path
+
+import aiohttp
+import aiosmtplib
+
+from . import config, server
+from .ledger import parse_evidence
+from .sms.signatures import twilio_signature
+
+DEMO_TOML = """
+[gateway]
+data_dir = "{data}"
+[smtp]
+listen = "127.0.0.1:{smtp}"
+hostname = "gateway.demo.test"
+[http]
+listen = "127.0.0.1:{http}"
+public_url = "http://127.0.0.1:{http}"
+admin_token = "demo-admin-token"
+[unsubscribe]
+secret = "demo-secret"
+mailto_domain = "unsubscribe.demo.test"
+[delivery]
+upstream = "maildir:{data}/outbox"
+[sms]
+outbox = "{data}/sms-outbox.jsonl"
+[sms.twilio]
+auth_token = "demo-twilio-token"
+
+[[org]]
+id = "acme"
+name = "Acme Garden Ltd"
+type = "commercial"
+similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
+soft_opt_in_max_age_days = 730
+indirect_consent_max_age_days = 180
+
+[[org]]
+id = "owls"
+name = "Save the Owls"
+type = "charity"
+
+[[stream]]
+id = "acme-news"
+org = "acme"
+category = "garden-tools"
+smtp_username = "acme-news"
+smtp_password = "demo-pass"
+api_key = "sk_demo_acme"
+sms_from = ["+447400123000"]
+
+[[stream]]
+id = "acme-receipts"
+org = "acme"
+purpose = "service"
+smtp_username = "acme-receipts"
+smtp_password = "demo-pass"
+api_key = "sk_demo_receipts"
+
+[[stream]]
+id = "owls-appeal"
+org = "owls"
+nature = "campaigning"
+category = "appeal"
+smtp_username = "owls-appeal"
+smtp_password = "demo-pass"
+api_key = "sk_demo_owls"
+"""
+
+SALE = {"basis": "soft_opt_in", "context": "sale", "categories": ["lawnmowers"],
+        "opt_out_offered": True, "source": "checkout, opt-out box shown"}
+
+# (who, org, channel, evidence or None, what is sent, expected reason)
+PEOPLE = [
+    ("mower.buyer@example.com", "acme", "email", SALE, "hedge trimmers offer", "soft_opt_in"),
+    ("newsletter@example.com", "acme", "email", {"basis": "consent", "source": "signup form"},
+     "hedge trimmers offer", "consent"),
+    ("buyer@bigcorp.example", "acme", "email",
+     {"basis": "corporate_subscriber", "source": "sales team: company address"},
+     "hedge trimmers offer", "corporate_subscriber"),
+    ("partners@example.com", "acme", "email",
+     {"basis": "consent", "collected_by": "third_party", "named_orgs": ["selected partners"],
+      "source": "lead broker"}, "hedge trimmers offer", "third_party_unnamed"),
+    ("old.lead@example.com", "acme", "email",
+     {"basis": "consent", "collected_by": "third_party", "named_orgs": ["Acme Garden Ltd"],
+      "source": "Bloom Ltd co-registration", "obtained_at": "2025-01-01T00:00:00Z"},
+     "hedge trimmers offer", "consent_expired"),
+    ("donor@example.com", "owls", "email", dict(SALE, context="support",
+                                                categories=["appeal"]),
+     "fundraising appeal", "soft_opt_in_not_commercial"),
+    ("bought.list@example.com", "acme", "email", dict(SALE, collected_by="third_party"),
+     "hedge trimmers offer", "soft_opt_in_third_party"),
+    ("asked.hours@example.com", "acme", "email", dict(SALE, context="enquiry"),
+     "hedge trimmers offer", "soft_opt_in_no_sale"),
+    ("no.box@example.com", "acme", "email", dict(SALE, opt_out_offered=False),
+     "hedge trimmers offer", "soft_opt_in_no_opt_out_offered"),
+    ("insurance@example.com", "acme", "email", dict(SALE, categories=["car-insurance"]),
+     "hedge trimmers offer", "soft_opt_in_not_similar"),
+    ("long.ago@example.com", "acme", "email", dict(SALE, obtained_at="2020-05-01T00:00:00Z"),
+     "hedge trimmers offer", "soft_opt_in_expired"),
+    ("stranger@example.com", "acme", "email", None, "hedge trimmers offer", "no_consent"),
+    ("stranger@example.com", "acme", "email", None, "password reset (service)",
+     "service_message"),
+    ("+447400123456", "acme", "sms", dict(SALE, categories=["decking"], context="negotiation"),
+     "decking text", "soft_opt_in"),
+]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def tour(data: Path) -> list[tuple]:
+    text = textwrap.dedent(DEMO_TOML.format(data=data, smtp=free_port(), http=free_port()))
+    (data / "config.toml").write_text(text)
+    settings = config.parse(text, data / "config.toml", data)
+    rows: list[tuple] = []
+    async with await server.start(settings) as gw:
+        rt = gw.runtime
+        regions = {o: "GB" for o in settings.orgs}
+        for who, org, channel, evidence, _, _ in PEOPLE:
+            if evidence:
+                fields = {"org": org, "channel": channel, "address": who,
+                          "obtained_at": "2026-03-01T09:00:00Z", **evidence}
+                rt.ledger.record_evidence(parse_evidence(fields, regions), "demo")
+        base = settings.http.public_url
+        async with aiohttp.ClientSession() as http:
+            for who, org, channel, _, what, _ in PEOPLE:
+                if channel == "email":
+                    rows.append(await send_email(settings, who, org, what))
+                else:
+                    rows.append(await send_text(http, base, who, what))
+            # The soft opt-in customer clicks the link in the copy they really received.
+            link = unsubscribe_link(data / "outbox", "mower.buyer@example.com")
+            async with http.post(link, data={"List-Unsubscribe": "One-Click"}) as resp:
+                rows.append(("email", "mower.buyer@example.com", "one-click unsubscribe",
+                             f"HTTP {resp.status}", "recorded"))
+            rows.append(await send_email(settings, "mower.buyer@example.com", "acme",
+                                         "hedge trimmers offer, again"))
+            # The texting customer replies STOP through the (signed) Twilio webhook.
+            form = {"From": "+447400123456", "To": "+447400123000", "Body": "stop",
+                    "MessageSid": "SMdemo"}
+            url = f"{base}/sms/inbound/twilio"
+            sig = twilio_signature(url, form, "demo-twilio-token")
+            async with http.post(url, data=form, headers={"X-Twilio-Signature": sig}) as resp:
+                rows.append(("sms", "+447400123456", "replies STOP", f"HTTP {resp.status}",
+                             "recorded"))
+            rows.append(await send_text(http, base, "+447400123456", "decking text, again"))
+    return rows
+
+
+async def send_email(settings, who: str, org: str, what: str) -> tuple:
+    user = {"acme": "acme-news", "owls": "owls-appeal"}[org]
+    if "service" in what:
+        user = "acme-receipts"
+    msg = (f"From: {org}@demo.test\r\nTo: {who}\r\nSubject: {what}\r\n"
+           f"Content-Type: text/plain; charset=utf-8\r\n\r\nDemo message: {what}.\r\n")
+    port = settings.smtp.listen.port
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
+        await client.login(user, "demo-pass")
+        try:
+            await client.sendmail(f"{org}@demo.test", [who], msg.encode())
+        except aiosmtplib.SMTPResponseException as exc:
+            reason = exc.message.rsplit(":", 1)[-1].strip()
+            return ("email", who, what, "BLOCKED", reason)
+    return ("email", who, what, "allowed", _last_reason(settings, who))
+
+
+def _last_reason(settings, who: str) -> str:
+    from .ledger import Ledger
+
+    ledger = Ledger(settings.gateway.data_dir)
+    try:
+        return ledger.decisions_for(who, limit=1)[0]["reason"]
+    finally:
+        ledger.close()
+
+
+async def send_text(http: aiohttp.ClientSession, base: str, to: str, what: str) -> tuple:
+    async with http.post(f"{base}/api/v1/sms", json={"to": to, "body": f"Demo: {what}",
+                                                     "category": "decking"},
+                         headers={"Authorization": "Bearer sk_demo_acme"}) as resp:
+        body = await resp.json()
+    if resp.status == 202:
+        return ("sms", to, what, "allowed", body["decision"]["reason"])
+    return ("sms", to, what, "BLOCKED", body.get("reason", body.get("error")))
+
+
+def unsubscribe_link(outbox: Path, rcpt: str) -> str:
+    for _ in range(100):
+        for path in sorted((outbox / "new").glob("*")):
+            msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if msg["Delivered-To"] == rcpt and msg["List-Unsubscribe"]:
+                return re.findall(r"<(http[^>]+)>", msg["List-Unsubscribe"])[0]
+        import time
+
+        time.sleep(0.05)
+    raise RuntimeError(f"no delivered copy for {rcpt}")
+
+
+def run_demo(args) -> int:
+    keep = getattr(args, "keep", False)
+    data = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    try:
+        rows = asyncio.run(tour(data))
+    except Exception:
+        shutil.rmtree(data, ignore_errors=True) if not keep else None
+        raise
+    width = max(len(r[1]) for r in rows)
+    print(f"{'channel':7}  {'recipient':{width}}  {'what':30}  {'outcome':9}  reason")
+    print("-" * (width + 70))
+    for channel, who, what, outcome, reason in rows:
+        print(f"{channel:7}  {who:{width}}  {what[:30]:30}  {outcome:9}  {reason}")
+    reasons = sorted({r[4] for r in rows if r[3] in ("allowed", "BLOCKED")})
+    print(f"\nreason codes exercised ({len(reasons)}): {', '.join(reasons)}")
+    print(f"rewritten messages (maildir): {data / 'outbox' / 'new'}")
+    print(f"texts sent: {data / 'sms-outbox.jsonl'}")
+    print(f"a person's trail: gateway audit mower.buyer@example.com --config {data}/config.toml")
+    if not keep:
+        print("(pass --keep to keep the demo data; it is removed now)")
+        shutil.rmtree(data, ignore_errors=True)
+    return 0

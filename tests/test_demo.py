@@ -1,0 +1,23 @@
+"""`gateway demo` is a newcomer's first run: it must work and show every reason code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.policy import reasons
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_exits_zero_and_prints_every_reason_code_it_exercised(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "demo"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    summary = [ln for ln in done.stdout.splitlines() if ln.startswith("reason codes exercised")]
+    assert summary, done.stdout
+    for code in reasons.ALL:
+        assert code in summary[0], f"{code} not exercised"
+    assert "rewritten messages (maildir)" in done.stdout
