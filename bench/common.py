@@ -154,6 +154,12 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def child_pid(pid: int) -> int:
+    """The (first) child of `pid`, e.g. the program a profiler launched."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return int(fh.read().split()[0])
+
+
 def reset_hwm(pid: int) -> bool:
     """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ from . import config as config_mod
 from .consent import classify
 from .errors import ConfigError, GatewayError, InvalidAddress
 from .ledger import Ledger, guess_channel, normalise
+from .ledger.export import trail_csv
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
@@ -172,27 +171,6 @@ def cmd_audit(args) -> int:
     else:
         print(json.dumps(trail, indent=2, default=str))
     return EXIT_OK
-
-
-def trail_csv(trail: dict) -> str:
-    """One row per event (evidence, opt-out/opt-in, decision), oldest first."""
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["time", "kind", "id", "org", "channel", "detail", "reason", "message_id",
-                "evidence_id"])
-    rows = []
-    for e in trail["evidence"]:
-        rows.append([e["obtained_at"], "evidence", e["id"], e["org"], e["channel"],
-                     f"{e['basis']} via {e['source']}", "", "", ""])
-    for o in trail["opt_outs"]:
-        rows.append([o["at"], o["kind"], o["id"], o["org"], o["channel"],
-                     f"{o['method']} {o['source']}".strip(), "", o["message_id"] or "", ""])
-    for d in trail["decisions"]:
-        rows.append([d["at"], "decision", d["id"], d["org"], d["channel"], d["outcome"],
-                     d["reason"], d["message_id"] or "", d["evidence_id"] or ""])
-    for row in sorted(rows, key=lambda r: r[0]):
-        w.writerow(row)
-    return out.getvalue()
 
 
 def cmd_demo(args) -> int:

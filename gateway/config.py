@@ -217,6 +217,15 @@ def parse(text: str, path: Path | None, base: Path) -> Settings:
     return _Reader(raw, text, path, base).settings()
 
 
+_TOML_TYPES = {str: "a string", int: "an integer", float: "a float", bool: "a boolean",
+               list: "an array", dict: "a table"}
+
+
+def _toml_type(kind: type) -> str:
+    """The TOML name of a parsed value's type, as a user wrote it."""
+    return _TOML_TYPES.get(kind, kind.__name__)
+
+
 class _Reader:
     """Walks the raw TOML once, checking each key's presence, type and value."""
 
@@ -260,11 +269,12 @@ class _Reader:
     def get(self, section: dict, name: str, key: str, kind: type | tuple, default: Any) -> Any:
         value = section.get(key, default)
         kinds = kind if isinstance(kind, tuple) else (kind,)
+        dotted = f"{name}.{key}" if name else key
         if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(f"{name}.{key}", f"expected {kinds[0].__name__}, got a boolean")
+            raise self.fail(dotted, f"expected {_toml_type(kinds[0])}, got a boolean")
         if not isinstance(value, kinds):
-            want = " or ".join(k.__name__ for k in kinds)
-            raise self.fail(f"{name}.{key}", f"expected {want}, got {type(value).__name__}")
+            want = " or ".join(_toml_type(k) for k in kinds)
+            raise self.fail(dotted, f"expected {want}, got {_toml_type(type(value))}")
         return value
 
     def choice(self, section: dict, name: str, key: str, options, default: str) -> str:
@@ -416,7 +426,7 @@ class _Reader:
                 raise self.fail(f"{n}.upstream", f"{upstream!r} is not maildir:PATH or "
                                 "smtp://[user:pass@]host:port[?tls=starttls|implicit|none]")
             try:
-                parts.port
+                _ = parts.port
             except ValueError:
                 raise self.fail(f"{n}.upstream", "port is not a number") from None
         return DeliverySettings(

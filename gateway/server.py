@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 from aiohttp import web
 
@@ -57,7 +58,7 @@ class RunningGateway:
         await self.http_runner.cleanup()
         self.runtime.close()
 
-    async def __aenter__(self) -> RunningGateway:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidAddress, ValidationError
@@ -27,7 +27,7 @@ def parse_time(value: Any) -> datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 time") from None
     if when.tzinfo is None:
         raise ValueError(f"{value!r} has no time zone; add Z or an offset like +01:00")
-    return when.astimezone(timezone.utc)
+    return when.astimezone(UTC)
 
 
 def _as_list(value: Any, from_csv: bool) -> tuple[str, ...]:
@@ -118,7 +118,7 @@ def _text(value: Any, required: bool = False) -> str:
             raise ValueError("required")
         return ""
     if not isinstance(value, str):
-        raise ValueError("expected a string")
+        raise TypeError("expected a string")
     if required and not value.strip():
         raise ValueError("required")
     return value

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _time(text: str) -> datetime:
@@ -208,7 +208,7 @@ class Ledger:
                        client: str | None = None, token: str | None = None,
                        at: datetime | None = None) -> int:
         """Append an opt-out (or, with kind="optin", an active opt-in that lifts one)."""
-        when = (at or datetime.now(timezone.utc)).isoformat(timespec="microseconds")
+        when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
         return self._write(
             "INSERT INTO optouts (org, channel, address, kind, at, source, method, message_id, "
             "client, token) VALUES (?,?,?,?,?,?,?,?,?,?)",

@@ -58,7 +58,7 @@ class Delivery:
             self.in_flight.discard(item.id)
         for _ in workers:
             self.queue.put_nowait(None)  # type: ignore[arg-type]
-        done, pending = await asyncio.wait(workers, timeout=grace)
+        _, pending = await asyncio.wait(workers, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
@@ -83,7 +83,7 @@ class Delivery:
             wait = 1.0 if next_at is None else max(0.05, min(1.0, next_at - time.time()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _work(self, upstream) -> None:

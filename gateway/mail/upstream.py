@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -117,7 +118,7 @@ class SmtpUpstream:
         try:
             if self.client is None or not self.client.is_connected:
                 self.client = await self._connect()
-            errors, reply = await self.client.sendmail(
+            _, reply = await self.client.sendmail(
                 item.copy.mail_from, [item.copy.rcpt], item.copy.data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0] if exc.recipients else None
@@ -129,7 +130,7 @@ class SmtpUpstream:
             await self._drop()
             text = f"{exc.code} {exc.message}"
             raise (TemporaryFailure if exc.code < 500 else PermanentFailure)(text) from exc
-        except (aiosmtplib.SMTPException, OSError, socket.gaierror, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, socket.gaierror) as exc:
             await self._drop()
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
         return f"{self.target} {reply}"
@@ -144,10 +145,8 @@ class SmtpUpstream:
     async def _drop(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail anyhow
-                pass
 
     async def close(self) -> None:
         client, self.client = self.client, None

@@ -2,13 +2,42 @@
 
 from . import reasons
 from .model import (
-    ALL_CHANNELS, ALL_ORGS, BASES, CHANNELS, COLLECTORS, CONTEXTS, NATURES, ORG_TYPES,
-    PURPOSES, Decision, Evidence, MessageContext, OptOut, OrgPolicy,
+    ALL_CHANNELS,
+    ALL_ORGS,
+    BASES,
+    CHANNELS,
+    COLLECTORS,
+    CONTEXTS,
+    NATURES,
+    ORG_TYPES,
+    PURPOSES,
+    Decision,
+    Evidence,
+    MessageContext,
+    OptOut,
+    OrgPolicy,
 )
 from .rulesets import DEFAULT_RULESET, RULESETS, RuleSet, decide, get_ruleset
 
 __all__ = [
-    "ALL_CHANNELS", "ALL_ORGS", "BASES", "CHANNELS", "COLLECTORS", "CONTEXTS", "NATURES",
-    "ORG_TYPES", "PURPOSES", "DEFAULT_RULESET", "RULESETS", "Decision", "Evidence",
-    "MessageContext", "OptOut", "OrgPolicy", "RuleSet", "decide", "get_ruleset", "reasons",
+    "ALL_CHANNELS",
+    "ALL_ORGS",
+    "BASES",
+    "CHANNELS",
+    "COLLECTORS",
+    "CONTEXTS",
+    "DEFAULT_RULESET",
+    "NATURES",
+    "ORG_TYPES",
+    "PURPOSES",
+    "RULESETS",
+    "Decision",
+    "Evidence",
+    "MessageContext",
+    "OptOut",
+    "OrgPolicy",
+    "RuleSet",
+    "decide",
+    "get_ruleset",
+    "reasons",
 ]

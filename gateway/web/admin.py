@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..errors import InvalidAddress, StoreUnavailable, ValidationError
 from ..ledger import normalise, parse_evidence
+from ..ledger.export import trail_csv
 from ..policy import ALL_CHANNELS, ALL_ORGS, CHANNELS
 from .common import json_body, json_error, require_admin, runtime
 
@@ -44,8 +45,11 @@ async def post_optout(request: web.Request) -> web.Response:
         if key not in ("org", "channel", "address", "source"):
             errors[key] = "unknown field"
     org, channel = body.get("org"), body.get("channel")
-    if org != ALL_ORGS and org not in orgs:
-        errors["org"] = f"unknown org {org!r}" if org else "required: an org id (or \"*\")"
+    if not isinstance(org, str) or not org:
+        errors["org"] = "required: an org id (or \"*\")"
+        org = ""
+    elif org != ALL_ORGS and org not in orgs:
+        errors["org"] = f"unknown org {org!r}"
     if channel not in (*CHANNELS, ALL_CHANNELS):
         errors["channel"] = "one of email, sms, all"
     source = body.get("source", "")
@@ -92,7 +96,10 @@ async def get_contact(request: web.Request) -> web.Response:
     trail = await asyncio.to_thread(rt.ledger.trail, address, org)
     trail["channel"] = channel
     trail["consents"] = [e for e in trail.pop("evidence") if e["channel"] == channel]
-    trail["decisions"] = [d for d in trail["decisions"] if d["channel"] == channel][:100]
+    trail["decisions"] = [d for d in trail["decisions"] if d["channel"] == channel]
+    if request.query.get("format") == "csv":
+        return web.Response(text=trail_csv({**trail, "evidence": trail["consents"]}),
+                            content_type="text/csv")
     return web.json_response(trail)
 
 

@@ -1,0 +1,27 @@
+"""A person's evidence trail as CSV: one row per event, oldest first."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+
+def trail_csv(trail: dict) -> str:
+    """One row per event (evidence, opt-out/opt-in, decision), oldest first."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["time", "kind", "id", "org", "channel", "detail", "reason", "message_id",
+                "evidence_id"])
+    rows = []
+    for e in trail["evidence"]:
+        rows.append([e["obtained_at"], "evidence", e["id"], e["org"], e["channel"],
+                     f"{e['basis']} via {e['source']}", "", "", ""])
+    for o in trail["opt_outs"]:
+        rows.append([o["at"], o["kind"], o["id"], o["org"], o["channel"],
+                     f"{o['method']} {o['source']}".strip(), "", o["message_id"] or "", ""])
+    for d in trail["decisions"]:
+        rows.append([d["at"], "decision", d["id"], d["org"], d["channel"], d["outcome"],
+                     d["reason"], d["message_id"] or "", d["evidence_id"] or ""])
+    for row in sorted(rows, key=lambda r: r[0]):
+        w.writerow(row)
+    return out.getvalue()
