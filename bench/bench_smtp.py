@@ -37,6 +37,7 @@ import random
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -581,7 +582,7 @@ def orchestrate(args) -> int:
                                              args.log_level]
         if args.profile:
             args.keep = True
-            gw_cmd = [args.profile, "record", "--format", "raw", "--rate", "200", "--threads",
+            gw_cmd = [args.profile, "record", "--format", "raw", "--rate", "200", "--threads", "--gil",
                       "--subprocesses", "-o", str(work / "gateway.pyspy.txt"), "--"] + gw_cmd
         gateway = common.spawn("gateway", gw_cmd, work, cwd=work)
         procs.append(gateway)
@@ -601,7 +602,8 @@ def orchestrate(args) -> int:
         for pid in profiled:  # py-spy writes its output once the gateway has exited
             try:
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
+                procs[-1].popen.wait(60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         for p in reversed(procs):
             code = p.stop()

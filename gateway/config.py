@@ -82,6 +82,7 @@ class DeliverySettings:
     retry_initial: int
     retry_max: int
     workers: int
+    timeout: int = 60  # seconds an SMTP upstream may take to answer one step
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,8 @@ class _Reader:
     def delivery_section(self) -> DeliverySettings:
         n = "delivery"
         s = self.table(self.raw.get(n, {}), n,
-                       {"upstream", "max_age", "retry_initial", "retry_max", "workers"})
+                       {"upstream", "max_age", "retry_initial", "retry_max", "workers",
+                        "timeout"})
         upstream = self.get(s, n, "upstream", str, "maildir:var/outbox")
         if upstream.startswith("maildir:"):
             upstream = "maildir:" + str(self.path_of(upstream.removeprefix("maildir:")))
@@ -435,6 +437,7 @@ class _Reader:
             retry_initial=self.duration(s, n, "retry_initial", "30s"),
             retry_max=self.duration(s, n, "retry_max", "1h"),
             workers=self.count(s, n, "workers", 4, 1),
+            timeout=max(1, self.duration(s, n, "timeout", "60s")),
         )
 
     def dkim_section(self) -> DkimSettings:

@@ -55,14 +55,29 @@ class QueuedCopy:
     attempts: int
 
 
+class _Write:
+    """One caller's write, waiting for (or done by) a group commit."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.done = False
+        self.result = None
+        self.error: BaseException | None = None
+
+
 class Spool:
-    """Queue operations; every method is one short transaction."""
+    """Queue operations; every method is one short transaction (writes may share one
+    group commit with other threads' writes)."""
 
     def __init__(self, data_dir: Path | str, filename: str = "spool.db"):
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / filename
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection: one transaction or read at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Write] = []  # writes waiting for the next group commit
         self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
                                     isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -75,16 +90,52 @@ class Spool:
             self.conn.close()
 
     def _tx(self, fn):
+        """Run `fn(conn)` in a committed (fsync'd) write transaction and return its result.
+
+        Group commit: writes that arrive while another commit holds the connection queue
+        up; the next thread to get the connection commits all of them in one transaction
+        (one fsync), and each caller returns only once its own write is committed."""
+        write = _Write(fn)
+        with self._queue_lock:
+            self._queue.append(write)
         with self._lock:
+            if not write.done:  # nobody committed it for us meanwhile: commit the queue
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if write.error is not None:
+            raise write.error
+        return write.result
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """One transaction for the batch (the caller holds self._lock). When it fails and
+        holds several writes, each is tried again alone, so one write's failure is never
+        another's."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            results = [w.fn(self.conn) for w in batch]
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                result = fn(self.conn)
-                self.conn.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"spool write failed: {exc}") from exc
+            except sqlite3.Error:
+                pass
+            if len(batch) > 1 and isinstance(exc, Exception):
+                for w in batch:
+                    self._commit([w])
+                return
+            error: BaseException = exc
+            if isinstance(exc, sqlite3.Error):
+                error = StoreUnavailable(f"spool write failed: {exc}")
+                error.__cause__ = exc
+            for w in batch:
+                w.error, w.done = error, True
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for w, result in zip(batch, results):
+            w.result, w.done = result, True
 
     def put(self, copies: Iterable[Copy]) -> list[int]:
         """Store copies durably in one transaction; returns their ids. Only after this

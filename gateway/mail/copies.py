@@ -35,10 +35,18 @@ class Prepared:
     decisions: list[tuple[str, Decision]] = field(default_factory=list)
 
 
+def _header_block(raw: bytes) -> bytes:
+    """A prefix of `raw` sure to hold every header a parser can see: up to the first empty
+    line, whatever the line endings (an empty line always makes one of these pairs)."""
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r"), raw.find(b"\r\r")) if i >= 0]
+    return raw[:min(ends) + 2] if ends else raw
+
+
 def classify_message(raw: bytes, stream: Stream | None) -> Classification:
     """Stream defaults, overridden by X-Gateway-* headers where the stream allows it."""
-    if stream is None or not stream.allow_headers:
-        return classify(stream)
+    if stream is None or not stream.allow_headers or \
+            GATEWAY_HEADER_PREFIX.lower() not in _header_block(raw).lower():
+        return classify(stream)  # no X-Gateway-* header: nothing to parse for
     headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
     return classify(stream, headers.get("X-Gateway-Purpose"), headers.get("X-Gateway-Nature"),
                     headers.get("X-Gateway-Category"))

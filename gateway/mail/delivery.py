@@ -35,7 +35,8 @@ class Delivery:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
-        self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname)
+        self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
+                                        self.settings.timeout)
                           for _ in range(self.settings.workers)]
 
     def wake(self) -> None:

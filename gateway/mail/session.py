@@ -19,7 +19,7 @@ from ..ledger import DecisionRecord, TokenRecord, normalise_email
 from ..ledger.spool import Copy, Spool
 from ..logs import event
 from ..runtime import Runtime
-from .copies import prepare
+from .copies import Prepared, prepare
 from .dsn import build_dsn
 from .inbound import asks_to_opt_out, is_auto_reply, parse
 from .rewrite import UnrewritableMessage
@@ -190,46 +190,56 @@ class GatewayHandler:
             stream = self.stream_for(session, envelope)
             mail_from = sender_of(envelope)
             try:
-                prepared = await asyncio.to_thread(prepare, self.rt, raw, mail_from, tx.relay,
-                                                   stream)
+                # One thread hop: decide, rewrite, then store durably (see _prepare_and_store).
+                prepared, accepted = await asyncio.to_thread(
+                    self._prepare_and_store, raw, mail_from, tx.relay, stream, inbound_copies)
             except UnrewritableMessage as exc:
                 self.rt.metrics.smtp_messages.labels("unrewritable").inc()
                 event(log, "refused_unrewritable", logging.WARNING, error=str(exc))
                 return f"554 5.6.0 Message refused: cannot insert the required opt-out " \
                        f"safely ({exc})"[:500]
-            return await self._commit(prepared, mail_from, tx, inbound_copies, raw)
+            return self._answer(prepared, accepted)
         except StoreUnavailable as exc:
             event(log, "store_unavailable", logging.ERROR, error=str(exc))
             self.rt.metrics.smtp_messages.labels("tempfail").inc()
             return "451 4.3.0 Temporary local problem (store unavailable); try again later"
 
-    async def _commit(self, prepared, mail_from: str, tx: Transaction, inbound_copies,
-                      raw: bytes) -> str:
+    def _prepare_and_store(self, raw: bytes, mail_from: str, rcpts: list[str],
+                           stream: Stream | None, inbound_copies: list[Copy]
+                           ) -> tuple[Prepared, bool]:
+        """In a worker thread: decide and build every copy (`prepare`, which raises
+        UnrewritableMessage before anything is recorded), then store. Returns (prepared,
+        accepted); accepted is False when every recipient is blocked (nothing to deliver).
+        When this returns with accepted True, the copies are committed (fsync'd) to the
+        spool and the decisions recorded: only then may the client be told 250."""
+        prepared = prepare(self.rt, raw, mail_from, rcpts, stream)
         copies = list(inbound_copies) + prepared.copies
         blocked = prepared.blocked
         if blocked and not prepared.copies:
             # Nothing to deliver: refuse the whole message, naming every reason.
-            await asyncio.to_thread(self._record, prepared.classification, prepared.decisions,
-                                    prepared.message_id)
+            self._record(prepared.classification, prepared.decisions, prepared.message_id)
             if inbound_copies:
-                await asyncio.to_thread(self.spool.put, inbound_copies)
-            self.rt.metrics.smtp_messages.labels("blocked").inc()
-            reasons = ", ".join(sorted({f.reason for f in blocked}))
-            return f"550 5.7.1 Message blocked by consent gateway: {reasons}"
+                self.spool.put(inbound_copies)
+            return prepared, False
         if blocked and mail_from:
             dsn = build_dsn(hostname=self.settings.smtp.hostname, to=mail_from,
                             original=raw, failures=blocked)
             copies.append(Copy("dsn", "", mail_from, dsn, prepared.message_id,
                                prepared.classification.stream, prepared.classification.org))
+        # Tokens first: a copy must never go out with a link that does not resolve.
+        if prepared.tokens:
+            self.rt.ledger.record_tokens(prepared.tokens)
+        self.spool.put(copies)
+        self._record(prepared.classification, prepared.decisions, prepared.message_id)
+        return prepared, True
 
-        def store() -> None:
-            # Tokens first: a copy must never go out with a link that does not resolve.
-            if prepared.tokens:
-                self.rt.ledger.record_tokens(prepared.tokens)
-            self.spool.put(copies)
-            self._record(prepared.classification, prepared.decisions, prepared.message_id)
-
-        await asyncio.to_thread(store)
+    def _answer(self, prepared: Prepared, accepted: bool) -> str:
+        """The SMTP reply once `_prepare_and_store` is done (on the event loop)."""
+        blocked = prepared.blocked
+        if not accepted:
+            self.rt.metrics.smtp_messages.labels("blocked").inc()
+            reasons = ", ".join(sorted({f.reason for f in blocked}))
+            return f"550 5.7.1 Message blocked by consent gateway: {reasons}"
         self.wake()
         self.rt.metrics.smtp_messages.labels("accepted").inc()
         event(log, "accepted", message_id=prepared.message_id, copies=len(prepared.copies),

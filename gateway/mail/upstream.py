@@ -157,7 +157,7 @@ class SmtpUpstream:
                 client.close()
 
 
-def make_upstream(url: str, hostname: str):
+def make_upstream(url: str, hostname: str, timeout: float = 60.0):
     if url.startswith("maildir:"):
         return MaildirUpstream(url.removeprefix("maildir:"), hostname)
-    return SmtpUpstream(url, hostname)
+    return SmtpUpstream(url, hostname, timeout)

@@ -68,18 +68,23 @@ def require_status_login(request: web.Request) -> None:
         )
 
 
+def _bad_json(detail: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "detail": detail}),
+                              content_type="application/json")
+
+
 async def json_body(request: web.Request) -> dict:
-    """The request's JSON object; 400 for malformed JSON or a non-object."""
+    """The request's JSON object; 400 for anything else (malformed, too deep, a number
+    too long, an unknown charset, not an object)."""
+    raw = await request.read()
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_json", "detail": f"malformed JSON: {exc}"}),
-            content_type="application/json") from None
+        text = raw.decode(request.charset or "utf-8")
+        body = json.loads(text)
+    except (ValueError, RecursionError, LookupError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+        raise _bad_json(f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_json", "detail": "expected a JSON object"}),
-            content_type="application/json")
+        raise _bad_json("expected a JSON object")
     return body
 
 

@@ -181,11 +181,11 @@ async def test_text_from_evidence_and_messages_is_escaped(gw, http):
 async def test_opt_outs_are_counted_by_channel_and_method(gw, http):
     await http.post(gw.link(gw.issue()), data="List-Unsubscribe=One-Click",
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-    gw.rt.ledger.record_opt_out("acme", "sms", "+447700900123", method="keyword")
+    gw.rt.ledger.record_opt_out("acme", "sms", "+447700900123", method="sms-keyword")
     html = await status_html(gw, http)
     assert cells(html, "opt-out-last_24h-one-click") == ["one-click (RFC 8058)", "1", "0",
                                                          "0", "1"]
-    assert cells(html, "opt-out-last_24h-keyword") == ["SMS keyword", "0", "1", "0", "1"]
+    assert cells(html, "opt-out-last_24h-sms-keyword") == ["SMS keyword (STOP)", "0", "1", "0", "1"]
 
 
 async def test_without_a_spool_the_page_says_not_running(gw, http):

@@ -5,15 +5,23 @@ history is only ever appended to."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import InvalidAddress, ValidationError
 from gateway.ledger import (
-    DecisionRecord, Ledger, TokenRecord, normalise, normalise_email, normalise_phone,
+    DecisionRecord,
+    Ledger,
+    TokenRecord,
+    normalise,
+    normalise_email,
+    normalise_phone,
     parse_evidence,
 )
+from gateway.ledger.addresses import _validated_email
 from gateway.policy import Decision
 
 REGIONS = {"acme": "GB", "owls": "GB"}
@@ -63,7 +71,7 @@ def test_a_soft_opt_in_record_reads_back_with_every_field(ledger):
     assert back.opt_out_offered is True
     assert back.collected_by == "self"
     assert back.source == "checkout, opt-out box shown"
-    assert back.obtained_at == datetime(2026, 1, 10, 10, 0, tzinfo=timezone.utc)
+    assert back.obtained_at == datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
 
 
 def test_a_third_party_consent_keeps_its_named_orgs(ledger):
@@ -98,7 +106,7 @@ def test_many_records_are_stored_in_one_call_and_counted(ledger):
 
 
 def test_an_opt_out_reads_back_with_its_scope_and_method(ledger):
-    at = datetime(2026, 2, 1, 9, 30, tzinfo=timezone.utc)
+    at = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
     opt_id = ledger.record_opt_out("acme", "email", "jane.doe@example.com", source="link",
                                    method="http", message_id="<m1@x>", at=at)
 
@@ -252,6 +260,38 @@ def test_an_evidence_record_with_an_invalid_email_is_refused_naming_the_address(
 def test_an_empty_address_is_refused():
     with pytest.raises(InvalidAddress):
         normalise_email("   ")
+
+
+# Addresses drawn to hit the edges of the fast path: plain and odd local parts, IDN and
+# reserved domains, long labels, stray @-signs, quotes and spaces.
+LOCAL_CHARS = "abcXYZ019._+-'!#~\"@ éü"
+DOMAINS = ("example.com", "EXAMPLE.org", "Bücher.de", "xn--bcher-kva.de", "example.test",
+           "localhost", "a..b.com", "-x.com", "x-.com", "[127.0.0.1]", "ex ample.com", "",
+           "例え.jp", "x.com>", "a" * 63 + ".com", "a" * 64 + ".com")
+long_domains = st.lists(st.sampled_from(["a" * 60, "b" * 63, "ü" * 20, "c"]), min_size=1,
+                        max_size=6).map(lambda labels: ".".join(labels) + ".com")
+email_addresses = st.builds(
+    lambda local, domain, pad: f"{pad}{local}@{domain}{pad}",
+    st.text(LOCAL_CHARS, min_size=0, max_size=80),
+    st.one_of(st.sampled_from(DOMAINS), long_domains),
+    st.sampled_from(["", " ", "\t"]),
+)
+
+
+def outcome(fn, address: str) -> str:
+    try:
+        return fn(address)
+    except InvalidAddress as exc:
+        return f"refused: {exc.reason}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(email_addresses)
+@example("a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".com")
+@example("a" * 70 + "@example.com")
+def test_the_quick_email_check_agrees_with_the_full_validator(address):
+    assert outcome(normalise_email, address) == outcome(
+        lambda a: _validated_email(a, a.strip()), address)
 
 
 # -- append-only and durability ---------------------------------------------------------

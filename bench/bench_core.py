@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Consent-core benchmark: the rules engine, a decision with its ledger lookup, CSV import.
+
+All in this one process, no sockets:
+
+    (a) engine   gateway.policy.decide alone over realistic histories of 1-3 evidence
+                 records (soft opt-ins, consents, third-party consents, corporate
+                 subscribers; some persons opted out): decisions per second.
+    (b) lookup   a ledger of --records evidence records (distinct addresses, appended with
+                 Ledger.record_evidence_many in batches), then ConsentService.evaluate
+                 (classification, history lookup in SQLite, decision) for random
+                 addresses: p50/p99 latency. Target: p99 < 1 ms.
+    (c) import   a CSV of --import-rows rows (80 % email, 20 % UK mobile numbers, 0.1 %
+                 bad rows) through gateway.importer.import_csv, against a bare baseline:
+                 csv.reader + executemany of the same rows into the same table with no
+                 validation. Target: >= 20,000 rows/s.
+
+Databases live on the normal disk (/var/tmp), not tmpfs. Figures are noisy on a shared
+machine: the load average is printed with each part; run twice.
+
+Usage:  /work/venv/bin/python bench/bench_core.py [--records 1000000]
+        [--import-rows 1000000] [--lookups 20000] [--decisions 300000]
+        [--only engine,lookup,import] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import shutil
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+from gateway import config
+from gateway.consent import Classification, ConsentService
+from gateway.importer import import_csv
+from gateway.ledger import Ledger, now_iso
+from gateway.policy import Evidence, MessageContext, OptOut, OrgPolicy, decide
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+SIMILAR = (frozenset({"lawnmowers", "hedge-trimmers", "garden-tools"}),
+           frozenset({"decking", "fencing"}))
+CATEGORIES = ("lawnmowers", "hedge-trimmers", "garden-tools", "decking", "fencing")
+BATCH = 50_000
+INSERT = ("INSERT INTO evidence (org, channel, address, basis, obtained_at, source, "
+          "categories, context, collected_by, opt_out_offered, named_orgs, recorded_at, "
+          "recorded_via) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+CONFIG = """\
+[gateway]
+data_dir = "{data_dir}"
+
+[[org]]
+id = "acme"
+name = "Acme Garden Ltd"
+type = "commercial"
+similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
+
+[[stream]]
+id = "acme-news"
+org = "acme"
+category = "hedge-trimmers"
+"""
+
+
+# -- realistic records --------------------------------------------------------------------
+
+
+def email_address(n: int) -> str:
+    return f"person.{n}@example{n % 997}.com"
+
+
+def phone_number(n: int) -> str:
+    """Distinct valid UK mobile numbers in national format: 074 00000000 onwards."""
+    return f"074 {n % 100_000_000:08d}"
+
+
+def evidence(rng: random.Random, n: int, address: str, channel: str = "email") -> Evidence:
+    """One record of the kinds real evidence holds, in realistic proportions."""
+    when = NOW - timedelta(days=rng.randrange(1, 900), seconds=rng.randrange(86400))
+    kind = rng.random()
+    base = {"id": str(n), "org": "acme", "channel": channel, "address": address,
+            "obtained_at": when}
+    if kind < 0.55:
+        return Evidence(**base, basis="soft_opt_in", source="checkout, opt-out box shown",
+                        categories=tuple(rng.sample(CATEGORIES, rng.randint(1, 2))),
+                        context=rng.choice(("sale", "sale", "negotiation", "enquiry")),
+                        opt_out_offered=rng.random() < 0.95)
+    if kind < 0.85:
+        return Evidence(**base, basis="consent", source="signup form v3")
+    if kind < 0.95:
+        named = ("Acme Garden Ltd", "Bloom Ltd") if rng.random() < 0.5 else ()
+        return Evidence(**base, basis="consent", source="partner site", collected_by="third_party",
+                        named_orgs=named)
+    return Evidence(**base, basis="corporate_subscriber", source="account manager")
+
+
+def history(rng: random.Random, n: int) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
+    address = email_address(n)
+    records = tuple(evidence(rng, n * 3 + k, address) for k in range(rng.randint(1, 3)))
+    outs: tuple[OptOut, ...] = ()
+    if rng.random() < 0.1:
+        outs = (OptOut(id=str(n), org="acme", channel=rng.choice(("email", "all")),
+                       address=address, at=NOW - timedelta(days=rng.randrange(1, 300))),)
+    return records, outs
+
+
+# -- (a) engine ---------------------------------------------------------------------------
+
+
+def bench_engine(count: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    org = OrgPolicy(id="acme", name="Acme Garden Ltd", similar=SIMILAR,
+                    known_categories=frozenset({"hedge-trimmers"}))
+    ctx = MessageContext(org=org, channel="email", category="hedge-trimmers", now=NOW)
+    histories = [history(rng, n) for n in range(2000)]
+    reasons: Counter[str] = Counter()
+    for records, outs in histories:  # warm-up, and the mix of outcomes
+        reasons[decide(ctx, records, outs).reason] += 1
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        for records, outs in histories:
+            decide(ctx, records, outs)
+        done += len(histories)
+    elapsed = time.perf_counter() - started
+    return {"decisions": done, "seconds": elapsed, "per_second": done / elapsed,
+            "mean_us": elapsed / done * 1e6, "reasons": reasons}
+
+
+# -- (b) decision with its ledger lookup ------------------------------------------------
+
+
+def build_ledger(work: Path, records: int, seed: int) -> tuple[Ledger, float]:
+    rng = random.Random(seed)
+    ledger = Ledger(work / "lookup")
+    started = time.perf_counter()
+    for start in range(0, records, BATCH):
+        ledger.record_evidence_many(
+            (evidence(rng, n, email_address(n)) for n in range(start, min(start + BATCH,
+                                                                          records))),
+            via="bench")
+    for n in range(0, records, max(1, records // 1000)):  # about 1,000 opt-outs
+        ledger.record_opt_out("acme", "email", email_address(n), method="bench")
+    return ledger, time.perf_counter() - started
+
+
+def bench_lookup(work: Path, records: int, lookups: int, seed: int) -> dict:
+    ledger, build_seconds = build_ledger(work, records, seed)
+    settings = config.parse(CONFIG.format(data_dir=work / "lookup"), None, work)
+    service = ConsentService(settings, ledger)
+    marketing = Classification("acme", "acme-news", "marketing", "commercial",
+                               "hedge-trimmers")
+    rng = random.Random(seed + 1)
+    for _ in range(1000):  # warm the page cache and the statement cache
+        service.evaluate(marketing, "email", email_address(rng.randrange(records)))
+    timings: list[float] = []
+    reasons: Counter[str] = Counter()
+    clock = time.perf_counter_ns
+    for _ in range(lookups):
+        address = email_address(rng.randrange(records))
+        started = clock()
+        decision = service.evaluate(marketing, "email", address)
+        timings.append((clock() - started) / 1e6)
+        reasons[decision.reason] += 1
+    ledger.close()
+    timings.sort()
+    size = sum(f.stat().st_size for f in (work / "lookup").iterdir())
+    return {"records": records, "build_seconds": build_seconds,
+            "build_per_second": records / build_seconds, "lookups": lookups,
+            "p50": common.percentile(timings, 50), "p90": common.percentile(timings, 90),
+            "p99": common.percentile(timings, 99), "max": timings[-1],
+            "mean": sum(timings) / len(timings), "db_mb": size / 1e6, "reasons": reasons}
+
+
+# -- (c) CSV import ----------------------------------------------------------------------
+
+
+def write_csv(path: Path, rows: int, seed: int) -> int:
+    """`rows` evidence rows; returns how many are deliberately bad."""
+    rng = random.Random(seed)
+    bad = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["org", "channel", "address", "basis", "obtained_at", "source",
+                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs"])
+        for n in range(rows):
+            sms = n % 5 == 4
+            address = phone_number(n // 5) if sms else email_address(n)
+            if n % 1000 == 999:
+                address, bad = ("07700 900123" if sms else f"person.{n}@@example.com"), bad + 1
+            e = evidence(rng, n, address, "sms" if sms else "email")
+            w.writerow([
+                e.org, e.channel, address, e.basis,
+                e.obtained_at.isoformat().replace("+00:00", "Z"), e.source,
+                ";".join(e.categories), e.context or "", e.collected_by,
+                "" if e.opt_out_offered is None else str(e.opt_out_offered).lower(),
+                ";".join(e.named_orgs)])
+    return bad
+
+
+def bare_import(path: Path, ledger: Ledger) -> int:
+    """The floor: parse the CSV and insert the cells as they are, nothing checked."""
+    stored = 0
+    recorded_at, via = now_iso(), f"csv:{path.name}"
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        while True:
+            batch = [(*row, recorded_at, via) for _, row in zip(range(BATCH), reader)]
+            if not batch:
+                break
+            ledger.conn.execute("BEGIN")
+            ledger.conn.executemany(INSERT, batch)
+            ledger.conn.execute("COMMIT")
+            stored += len(batch)
+    return stored
+
+
+def bench_import(work: Path, rows: int, seed: int) -> dict:
+    path = work / "evidence.csv"
+    started = time.perf_counter()
+    bad = write_csv(path, rows, seed)
+    generate_seconds = time.perf_counter() - started
+
+    base_ledger = Ledger(work / "bare")
+    started = time.perf_counter()
+    bare_stored = bare_import(path, base_ledger)
+    bare_seconds = time.perf_counter() - started
+    base_ledger.close()
+
+    ledger = Ledger(work / "import")
+    started = time.perf_counter()
+    report = import_csv(path, ledger, {"acme": "GB"})
+    seconds = time.perf_counter() - started
+    ledger.close()
+    assert report.rejected == bad, (report.rejected, bad, report.bad[:3])
+    assert report.stored == rows - bad and bare_stored == rows
+    return {"rows": rows, "stored": report.stored, "rejected": report.rejected,
+            "seconds": seconds, "per_second": rows / seconds,
+            "bare_seconds": bare_seconds, "bare_per_second": rows / bare_seconds,
+            "ratio": seconds / bare_seconds, "generate_seconds": generate_seconds,
+            "csv_mb": path.stat().st_size / 1e6}
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--decisions", type=int, default=300_000, help="engine decisions")
+    p.add_argument("--records", type=int, default=1_000_000, help="evidence in the ledger")
+    p.add_argument("--lookups", type=int, default=20_000, help="timed decisions on it")
+    p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows imported")
+    p.add_argument("--only", default="engine,lookup,import",
+                   help="comma-separated parts to run (engine, lookup, import)")
+    p.add_argument("--seed", type=int, default=20260205)
+    p.add_argument("--work-dir", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the databases and the CSV")
+    args = p.parse_args(argv)
+    parts = {x.strip() for x in args.only.split(",") if x.strip()}
+
+    root = args.work_dir or common.default_work_root()
+    work = root / f"bench-core-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work dir {work} ({common.fs_type(work)}); {common.load_note()}", flush=True)
+    rows: list[list] = []
+    try:
+        if "engine" in parts:
+            e = bench_engine(args.decisions, args.seed)
+            print(f"(a) engine done; {common.load_note()}", flush=True)
+            rows.append(["(a) engine: decide() alone", f"{e['per_second']:,.0f} decisions/s",
+                         f"{e['mean_us']:.1f} us mean over {e['decisions']:,}", ""])
+            print("    outcome mix: " + ", ".join(f"{k} {v}" for k, v in
+                                                  e["reasons"].most_common()))
+        if "lookup" in parts:
+            lk = bench_lookup(work, args.records, args.lookups, args.seed)
+            print(f"(b) lookup done; {common.load_note()}", flush=True)
+            rows.append([f"(b) ledger build: {lk['records']:,} records",
+                         f"{lk['build_per_second']:,.0f} records/s",
+                         f"{lk['build_seconds']:.1f} s, {lk['db_mb']:.0f} MB", ""])
+            rows.append([f"(b) evaluate() on it, {lk['lookups']:,} random addresses",
+                         f"p50 {lk['p50']:.3f} ms  p99 {lk['p99']:.3f} ms",
+                         f"p90 {lk['p90']:.3f}  max {lk['max']:.2f}  mean {lk['mean']:.3f} ms",
+                         "met" if lk["p99"] < 1.0 else "MISSED (p99 < 1 ms)"])
+            print("    outcome mix: " + ", ".join(f"{k} {v}" for k, v in
+                                                  lk["reasons"].most_common()))
+        if "import" in parts:
+            im = bench_import(work, args.import_rows, args.seed)
+            print(f"(c) import done; {common.load_note()}", flush=True)
+            rows.append([f"(c) import_csv: {im['rows']:,} rows ({im['csv_mb']:.0f} MB)",
+                         f"{im['per_second']:,.0f} rows/s",
+                         (f"{im['seconds']:.1f} s; {im['stored']:,} stored, "
+                          f"{im['rejected']:,} rejected"),
+                         "met" if im["per_second"] >= 20_000 else "MISSED (>= 20,000/s)"])
+            rows.append(["(c) bare csv.reader + executemany",
+                         f"{im['bare_per_second']:,.0f} rows/s", f"{im['bare_seconds']:.1f} s",
+                         ""])
+            rows.append(["(c) import_csv / bare (time)", f"{im['ratio']:.1f}x", "", ""])
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(common.table(["measure", "result", "detail", "target"], rows,
+                       title=f"consent core, {os.cpu_count()} cores, {common.load_note()}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""A gateway in its own process, for tests that kill it (SIGKILL, SIGTERM) or hammer it.
+
+`GatewayProcess` writes a config from conftest's BASE_TOML, starts `gateway run`, waits
+until both listeners answer, and keeps the log in a file (a pipe would fill up under load
+and stall the gateway)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conftest import BASE_TOML, free_port
+from gateway.ledger import Ledger, parse_evidence
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+SMS_KEY = {"Authorization": "Bearer sk_news"}
+
+
+def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
+                delivery_extra: str = "", **over) -> str:
+    values = dict(
+        data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=smtp_port,
+        http_port=http_port, smtp_extra="", secret='"s"', reply_handling="rewrite",
+        upstream=upstream, max_age="5d", dkim="", org_name="Acme Garden Ltd")
+    values.update(over)
+    text = BASE_TOML.format(**values)
+    if delivery_extra:
+        text = text.replace("workers = 2\n", f"workers = 2\n{delivery_extra}\n", 1)
+    return text
+
+
+def seed(data_dir: Path, emails: list[str] = (), phones: list[str] = ()) -> None:
+    """Consent evidence for each address, written before the gateway starts."""
+    ledger = Ledger(data_dir)
+    records = [parse_evidence({"org": "acme", "channel": channel, "address": address,
+                               "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z"},
+                              {"acme": "GB"})
+               for channel, addresses in (("email", emails), ("sms", phones))
+               for address in addresses]
+    if records:
+        ledger.record_evidence_many(records)
+    ledger.close()
+
+
+@dataclass
+class GatewayProcess:
+    tmp_path: Path
+    upstream: str
+    delivery_extra: str = ""
+    over: dict = field(default_factory=dict)
+    smtp_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.config = self.tmp_path / "config.toml"
+        self.config.write_text(config_text(self.tmp_path, self.smtp_port, self.http_port,
+                                           self.upstream, self.delivery_extra, **self.over))
+        self.log = self.tmp_path / "gateway.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp_path / "data"
+
+    @property
+    def outbox(self) -> Path:
+        return self.data_dir / "sms.jsonl"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        self.starts += 1
+        log = open(self.log, "ab")
+        log.write(f"\n--- start {self.starts} ---\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+            stdout=log, stderr=log, cwd=self.tmp_path)
+        log.close()
+        deadline = time.monotonic() + timeout
+        pending = [self.smtp_port, self.http_port]
+        while pending:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited at start:\n{self.log_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError("gateway did not start listening")
+            try:
+                socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2).close()
+                pending.pop(0)
+            except OSError:
+                time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup, as a crash or the OOM killer would."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        """SIGTERM and the exit status (the gateway must drain and exit 0)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"gateway ignored SIGTERM for {timeout}s") from None
+
+    def log_text(self) -> str:
+        return self.log.read_text("utf-8", "replace") if self.log.exists() else ""
