@@ -530,6 +530,9 @@ def main() -> int:
                     help="where data and logs go (default: a new dir under /var/tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--log-level", default="INFO", help="gateway --log-level (INFO)")
+    ap.add_argument("--rewrite-header-cache", action="store_true",
+                    help="EXPERIMENT: run the gateway with parsed MIME headers cached in the "
+                         "rewrite policy (bench/gateway_header_cache.py; source unchanged)")
     ap.add_argument("--profile", metavar="PY_SPY", default=None,
                     help="run the gateway under this py-spy binary; the collapsed stacks "
                          "go to gateway.pyspy.txt in the work dir (implies --keep)")
@@ -557,7 +560,8 @@ def orchestrate(args) -> int:
     procs: list[common.Proc] = []
     profiled: list[int] = []  # the gateway's pid under py-spy: stopped first, by pid
     print(f"bench_smtp: {args.messages} msgs x {args.size} B, {args.concurrency} clients, "
-          f"{args.rounds} round(s); gateway workers={args.workers}")
+          f"{args.rounds} round(s); gateway workers={args.workers}"
+          + ("; EXPERIMENT: rewrite header cache" if args.rewrite_header_cache else ""))
     print(f"work dir {work} (file system {common.fs_type(work)}); "
           f"{common.load_note()} before start")
     try:
@@ -578,9 +582,13 @@ def orchestrate(args) -> int:
             workers=args.workers, user=USER, password=PASSWORD,
             allow_headers=args.allow_headers,
             max_size=max(26214400, int(args.mem_size * 2 ** 20 * 1.2))))
-        gw_cmd = common.gateway_command() + ["run", "--config", str(config), "--log-level",
-                                             args.log_level]
+        gw_cmd = common.gateway_command()
+        if args.rewrite_header_cache:
+            gw_cmd = [sys.executable, str(me.with_name("gateway_header_cache.py"))]
+        gw_cmd += ["run", "--config", str(config), "--log-level", args.log_level]
         if args.profile:
+            if args.rewrite_header_cache:  # py-spy wants a program; give it the interpreter
+                gw_cmd = [sys.executable] + gw_cmd[1:] if gw_cmd[0] == sys.executable else gw_cmd
             args.keep = True
             gw_cmd = [args.profile, "record", "--format", "raw", "--rate", "200", "--threads", "--gil",
                       "--subprocesses", "-o", str(work / "gateway.pyspy.txt"), "--"] + gw_cmd

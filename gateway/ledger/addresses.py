@@ -10,7 +10,6 @@ import phonenumbers
 
 from ..errors import InvalidAddress
 
-
 # RFC 5322 dot-atom in ASCII: a local part of this shape is one email_validator accepts
 # unchanged, so for it only the domain needs the full check, done once per domain.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

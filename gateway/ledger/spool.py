@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreUnavailable
+from .store import HEALTH_WAIT_SECONDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -140,6 +141,11 @@ class Spool:
     def put(self, copies: Iterable[Copy]) -> list[int]:
         """Store copies durably in one transaction; returns their ids. Only after this
         returns may the SMTP client be told 250."""
+        return [q.id for q in self.enqueue(copies)]
+
+    def enqueue(self, copies: Iterable[Copy]) -> list[QueuedCopy]:
+        """`put`, answering the queued copies as `due` would read them back (so delivery
+        can take them at once, without reading the spool)."""
         now = time.time()
         items = list(copies)
 
@@ -154,7 +160,8 @@ class Spool:
                 ids.append(int(cur.lastrowid))
             return ids
 
-        return self._tx(insert)
+        ids = self._tx(insert)
+        return [QueuedCopy(i, c, now, 0) for i, c in zip(ids, items)]
 
     def due(self, limit: int, exclude: set[int], now: float | None = None) -> list[QueuedCopy]:
         """Queued copies whose next attempt is due, oldest first."""
@@ -241,10 +248,19 @@ class Spool:
         return row[0] if row else None
 
     def healthy(self) -> bool:
+        """A write transaction can start now; the probe waits HEALTH_WAIT_SECONDS at most."""
+        if not self._lock.acquire(timeout=HEALTH_WAIT_SECONDS):
+            return False
         try:
-            with self._lock:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.execute("ROLLBACK")
+            self.conn.execute(f"PRAGMA busy_timeout={int(HEALTH_WAIT_SECONDS * 1000)}")
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("ROLLBACK")
             return True
         except sqlite3.Error:
             return False
+        finally:
+            try:
+                self.conn.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error:
+                pass
+            self._lock.release()

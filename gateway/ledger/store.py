@@ -4,9 +4,12 @@ is the one place that knows the SQL of the ledger."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +57,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     message_id TEXT, reply_to TEXT, created_at TEXT NOT NULL
 );
 """
+
+
+# After a write fails for want of the lock or of disk space, writes fail at once for this
+# long instead of each waiting busy_timeout in turn behind the one connection (which
+# would stall every request, and the thread pool, for busy_timeout times the queue).
+FAIL_FAST_SECONDS = 1.0
+# /healthz: how long the probe may wait, and the free space below which the data
+# directory counts as full.
+HEALTH_WAIT_SECONDS = 0.5
+MIN_FREE_BYTES = 1 << 20
 
 
 def now_iso() -> str:
@@ -110,6 +123,8 @@ class Ledger:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
         self.conn = conn
+        self._failing_until = 0.0
+        self._failure = ""
 
     def close(self) -> None:
         with self._lock:
@@ -117,12 +132,28 @@ class Ledger:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _write(self, sql: str, params: Iterable[Any]) -> int:
+    @contextlib.contextmanager
+    def _write_lock(self):
+        """The lock for one write; StoreUnavailable at once while recent writes failed."""
+        if time.monotonic() < self._failing_until:
+            raise StoreUnavailable(f"ledger write failed: {self._failure} (retry shortly)")
         with self._lock:
+            if time.monotonic() < self._failing_until:
+                raise StoreUnavailable(f"ledger write failed: {self._failure} (retry shortly)")
+            yield
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O error
+            self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
+            self._failure = str(exc)
+        return StoreUnavailable(f"ledger write failed: {exc}")
+
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        with self._write_lock():
             try:
                 cur = self.conn.execute(sql, tuple(params))
             except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+                raise self._unavailable(exc) from exc
             return int(cur.lastrowid or 0)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -132,14 +163,23 @@ class Ledger:
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def healthy(self) -> bool:
-        """The store answers a read and has room for a write transaction."""
+        """The store can start a write transaction now (within HEALTH_WAIT_SECONDS) and its
+        disk has room: a probe answers quickly even while writes are stuck."""
+        if shutil.disk_usage(self.path.parent).free < MIN_FREE_BYTES:
+            return False
+        if not self._lock.acquire(timeout=HEALTH_WAIT_SECONDS):
+            return False
         try:
-            with self._lock:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.execute("ROLLBACK")
+            self.conn.execute(f"PRAGMA busy_timeout={int(HEALTH_WAIT_SECONDS * 1000)}")
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("ROLLBACK")
             return True
         except sqlite3.Error:
             return False
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA busy_timeout=5000")
+            self._lock.release()
 
     # -- evidence -----------------------------------------------------------------------
 
@@ -155,7 +195,7 @@ class Ledger:
     def record_evidence_many(self, records: Iterable[Evidence], via: str = "csv") -> int:
         """Append many records in one transaction (bulk import)."""
         rows = [self._evidence_row(r, via) for r in records]
-        with self._lock:
+        with self._write_lock():
             try:
                 self.conn.execute("BEGIN")
                 self.conn.executemany(
@@ -168,7 +208,7 @@ class Ledger:
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+                raise self._unavailable(exc) from exc
         return len(rows)
 
     @staticmethod
@@ -301,7 +341,7 @@ class Ledger:
     def record_tokens(self, tokens: Iterable[TokenRecord]) -> None:
         rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to,
                  now_iso()) for t in tokens]
-        with self._lock:
+        with self._write_lock():
             try:
                 self.conn.execute("BEGIN")
                 self.conn.executemany("INSERT INTO tokens VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -309,7 +349,7 @@ class Ledger:
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+                raise self._unavailable(exc) from exc
 
     def token(self, token_id: str) -> TokenRecord | None:
         rows = self._rows("SELECT * FROM tokens WHERE id = ?", [token_id])

@@ -34,12 +34,31 @@ class Delivery:
         self.in_flight: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        # More is due than the queue took: a worker that finishes wakes the dispatcher.
+        self._backlog = False
+        # While the dispatcher reads the spool, ids finished meanwhile (their rows may
+        # read as still queued in that answer; they must not be taken again).
+        self._reading = False
+        self._finished_while_reading: set[int] = set()
         self._tasks: list[asyncio.Task] = []
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
                                         self.settings.timeout)
                           for _ in range(self.settings.workers)]
 
-    def wake(self) -> None:
+    def wake(self, items: list[QueuedCopy] | None = None) -> None:
+        """New work: `items` just spooled (committed) are queued at once while the queue
+        has room (no spool read needed); anything else is left to the dispatcher."""
+        for item in items or ():
+            if self._stopping or self.queue.qsize() >= self.settings.workers * 2:
+                self._backlog = True
+                break
+            if item.id not in self.in_flight:
+                self.in_flight.add(item.id)
+                self.queue.put_nowait(item)
+        else:
+            if items:
+                self.rt.metrics.spool_depth.set(len(self.in_flight))
+                return
         self._wake.set()
 
     def start(self) -> None:
@@ -71,21 +90,36 @@ class Delivery:
             self._wake.clear()
             free = self.settings.workers * 2 - self.queue.qsize()
             if free > 0:
+                exclude = set(self.in_flight)
+                self._reading, self._finished_while_reading = True, set()
                 try:
-                    due = await asyncio.to_thread(self.spool.due, free, set(self.in_flight))
+                    # One thread hop for both reads.
+                    due, next_at = await asyncio.to_thread(self._read_spool, free, exclude)
                 except Exception as exc:  # noqa: BLE001 - keep dispatching; log it
                     event(log, "spool_read_failed", logging.ERROR, error=str(exc))
-                    due = []
+                    due, next_at = [], None
+                finally:
+                    self._reading = False
+                self._backlog = len(due) >= free
                 for item in due:
+                    if item.id in self.in_flight or item.id in self._finished_while_reading:
+                        continue  # handed over by wake() meanwhile, or already done
                     self.in_flight.add(item.id)
                     self.queue.put_nowait(item)
+                self._finished_while_reading = set()
                 self.rt.metrics.spool_depth.set(len(self.in_flight))
-            next_at = await asyncio.to_thread(self.spool.next_due_at)
+            else:
+                self._backlog = True
+                next_at = await asyncio.to_thread(self.spool.next_due_at)
             wait = 1.0 if next_at is None else max(0.05, min(1.0, next_at - time.time()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    def _read_spool(self, limit: int, exclude: set[int]) -> tuple[list[QueuedCopy],
+                                                                  float | None]:
+        return self.spool.due(limit, exclude), self.spool.next_due_at()
 
     async def _work(self, upstream) -> None:
         while True:
@@ -98,6 +132,10 @@ class Delivery:
                 event(log, "delivery_crashed", logging.ERROR, spool_id=item.id, error=repr(exc))
             finally:
                 self.in_flight.discard(item.id)
+                if self._reading:
+                    self._finished_while_reading.add(item.id)
+                if self._backlog and self.queue.qsize() < self.settings.workers:
+                    self._wake.set()  # keep a backlog flowing without waiting for a poll
 
     async def _deliver(self, upstream, item: QueuedCopy) -> None:
         metrics = self.rt.metrics.delivery_attempts

@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from ..config import Stream
 from ..errors import InvalidAddress, StoreUnavailable, TokenError
 from ..ledger import DecisionRecord, TokenRecord, normalise_email
-from ..ledger.spool import Copy, Spool
+from ..ledger.spool import Copy, QueuedCopy, Spool
 from ..logs import event
 from ..runtime import Runtime
 from .copies import Prepared, prepare
@@ -191,14 +191,14 @@ class GatewayHandler:
             mail_from = sender_of(envelope)
             try:
                 # One thread hop: decide, rewrite, then store durably (see _prepare_and_store).
-                prepared, accepted = await asyncio.to_thread(
+                prepared, queued = await asyncio.to_thread(
                     self._prepare_and_store, raw, mail_from, tx.relay, stream, inbound_copies)
             except UnrewritableMessage as exc:
                 self.rt.metrics.smtp_messages.labels("unrewritable").inc()
                 event(log, "refused_unrewritable", logging.WARNING, error=str(exc))
                 return f"554 5.6.0 Message refused: cannot insert the required opt-out " \
                        f"safely ({exc})"[:500]
-            return self._answer(prepared, accepted)
+            return self._answer(prepared, queued)
         except StoreUnavailable as exc:
             event(log, "store_unavailable", logging.ERROR, error=str(exc))
             self.rt.metrics.smtp_messages.labels("tempfail").inc()
@@ -206,12 +206,12 @@ class GatewayHandler:
 
     def _prepare_and_store(self, raw: bytes, mail_from: str, rcpts: list[str],
                            stream: Stream | None, inbound_copies: list[Copy]
-                           ) -> tuple[Prepared, bool]:
+                           ) -> tuple[Prepared, list[QueuedCopy] | None]:
         """In a worker thread: decide and build every copy (`prepare`, which raises
         UnrewritableMessage before anything is recorded), then store. Returns (prepared,
-        accepted); accepted is False when every recipient is blocked (nothing to deliver).
-        When this returns with accepted True, the copies are committed (fsync'd) to the
-        spool and the decisions recorded: only then may the client be told 250."""
+        the spooled copies), or (prepared, None) when every recipient is blocked (nothing
+        to deliver). When copies are returned they are committed (fsync'd) to the spool
+        and the decisions recorded: only then may the client be told 250."""
         prepared = prepare(self.rt, raw, mail_from, rcpts, stream)
         copies = list(inbound_copies) + prepared.copies
         blocked = prepared.blocked
@@ -220,7 +220,7 @@ class GatewayHandler:
             self._record(prepared.classification, prepared.decisions, prepared.message_id)
             if inbound_copies:
                 self.spool.put(inbound_copies)
-            return prepared, False
+            return prepared, None
         if blocked and mail_from:
             dsn = build_dsn(hostname=self.settings.smtp.hostname, to=mail_from,
                             original=raw, failures=blocked)
@@ -229,18 +229,18 @@ class GatewayHandler:
         # Tokens first: a copy must never go out with a link that does not resolve.
         if prepared.tokens:
             self.rt.ledger.record_tokens(prepared.tokens)
-        self.spool.put(copies)
+        queued = self.spool.enqueue(copies)
         self._record(prepared.classification, prepared.decisions, prepared.message_id)
-        return prepared, True
+        return prepared, queued
 
-    def _answer(self, prepared: Prepared, accepted: bool) -> str:
+    def _answer(self, prepared: Prepared, queued: list[QueuedCopy] | None) -> str:
         """The SMTP reply once `_prepare_and_store` is done (on the event loop)."""
         blocked = prepared.blocked
-        if not accepted:
+        if queued is None:
             self.rt.metrics.smtp_messages.labels("blocked").inc()
             reasons = ", ".join(sorted({f.reason for f in blocked}))
             return f"550 5.7.1 Message blocked by consent gateway: {reasons}"
-        self.wake()
+        self.wake(queued)  # delivery takes the new copies without reading them back
         self.rt.metrics.smtp_messages.labels("accepted").inc()
         event(log, "accepted", message_id=prepared.message_id, copies=len(prepared.copies),
               blocked=len(blocked))

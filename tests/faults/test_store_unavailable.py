@@ -1,0 +1,213 @@
+"""The ledger or the spool cannot be written (another process holds the write lock, the
+disk is full): the gateway answers temporary failures (SMTP 451, HTTP 503) instead of
+accepting and losing, /healthz says unhealthy, and everything works once it is over."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import sqlite3
+import subprocess
+
+import aiohttp
+import aiosmtplib
+import pytest
+
+from conftest import SOFT_OPT_IN, Sink, free_port, make_settings, seed
+from gateway import server
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+PERSON = "+447400123456"
+
+
+@contextlib.contextmanager
+def write_locked(db_path):
+    """Hold the database's write lock from another connection, as another process would."""
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+@pytest.fixture
+async def gw(tmp_path, sink):
+    settings = make_settings(tmp_path, upstream=f"smtp://127.0.0.1:{sink.port}?tls=none")
+    running = await server.start(settings)
+    seed(running.runtime, address="jane@example.com", **SOFT_OPT_IN)
+    seed(running.runtime, channel="sms", address=PERSON, basis="consent", source="form")
+    yield running
+    await running.stop()
+
+
+async def send_mail(gw, i: int = 0) -> tuple[int, str]:
+    """The SMTP reply to the end of DATA (code, text)."""
+    port = gw.runtime.settings.smtp.listen.port
+    data = (f"From: news@acme.test\r\nTo: jane@example.com\r\nSubject: s{i}\r\n"
+            f"Message-ID: <locked-{i}@acme.test>\r\n\r\nhello\r\n").encode()
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False,
+                               timeout=120) as client:
+        await client.login("acme-news", "news-pass")
+        try:
+            _, reply = await client.sendmail("news@acme.test", ["jane@example.com"], data)
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code, exc.message
+    return 250, reply
+
+
+class Http:
+    def __init__(self, gw, session: aiohttp.ClientSession):
+        self.base = gw.runtime.settings.http.public_url
+        self.session = session
+        self.rt = gw.runtime
+
+    async def status(self, method: str, path: str, **kw) -> int:
+        async with self.session.request(method, self.base + path, **kw) as resp:
+            await resp.read()
+            return resp.status
+
+    async def unsubscribe(self) -> int:
+        token, record = self.rt.tokens.issue(org="acme", channel="email",
+                                             address="jane@example.com", stream="acme-news",
+                                             message_id="<m@acme.test>")
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.rt.ledger.record_tokens, [record])
+        return await self.status("POST", f"/u/{token}", data={"scope": "channel"})
+
+    async def stop_text(self) -> int:
+        fields = {"From": PERSON, "To": "+447400123000", "Body": "STOP", "MessageSid": "SMx"}
+        url = self.base + "/sms/inbound/twilio"
+        token = self.rt.settings.sms.twilio.auth_token
+        if not token:  # no Twilio configured: the webhook cannot be signed
+            return 0
+        data = url + "".join(k + fields[k] for k in sorted(fields))
+        sig = base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1)
+                               .digest()).decode()
+        return await self.status("POST", "/sms/inbound/twilio", data=fields,
+                                 headers={"X-Twilio-Signature": sig})
+
+    async def writes(self) -> dict[str, int]:
+        """Every kind of write the HTTP side does, at once."""
+        calls = {
+            "optout": self.status("POST", "/api/v1/optouts", headers=ADMIN, json={
+                "org": "acme", "channel": "email", "address": "leaver@example.com"}),
+            "consent": self.status("POST", "/api/v1/consents", headers=ADMIN, json={
+                "org": "acme", "channel": "email", "address": "new@example.com",
+                "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z", "source": "f"}),
+            "sms": self.status("POST", "/api/v1/sms", json={"to": PERSON, "body": "Sale"},
+                               headers={"Authorization": "Bearer sk_news"}),
+            "unsubscribe": self.unsubscribe(),
+        }
+        answers = await asyncio.gather(*calls.values())
+        return dict(zip(calls, answers))
+
+    async def health(self) -> int:
+        return await self.status("GET", "/healthz")
+
+
+async def test_a_locked_ledger_gives_451_and_503_then_recovers(gw, sink):
+    ledger_db = gw.runtime.ledger.path
+    async with aiohttp.ClientSession() as session:
+        http = Http(gw, session)
+        with write_locked(ledger_db):
+            mail, writes, health = await asyncio.gather(send_mail(gw, 1), http.writes(),
+                                                        http.health())
+        assert mail[0] == 451, mail
+        assert writes == dict.fromkeys(writes, 503), writes
+        assert health == 503
+        assert sink.messages == [] and gw.runtime.spool.stats()["depth"] == 0
+
+        assert (await send_mail(gw, 2))[0] == 250
+        assert await http.writes() == {"optout": 201, "consent": 201, "sms": 202,
+                                       "unsubscribe": 200}
+        assert await http.health() == 200
+    await sink.wait_for(1)
+
+
+async def test_a_locked_spool_gives_451_and_an_unhealthy_healthz_then_recovers(gw, sink):
+    async with aiohttp.ClientSession() as session:
+        http = Http(gw, session)
+        with write_locked(gw.runtime.spool.path):
+            mail, health = await asyncio.gather(send_mail(gw, 1), http.health())
+            # The HTTP side does not need the spool.
+            assert await http.status("POST", "/api/v1/optouts", headers=ADMIN, json={
+                "org": "acme", "channel": "email", "address": "x@example.com"}) == 201
+        assert mail[0] == 451, mail
+        assert health == 503
+        assert (await send_mail(gw, 2))[0] == 250
+        assert await http.health() == 200
+    (_, _, data), = await sink.wait_for(1)
+    assert b"<locked-2@acme.test>" in data
+
+
+def can_mount_tmpfs() -> bool:
+    return os.geteuid() == 0 and os.path.exists("/proc/filesystems") and \
+        "tmpfs" in open("/proc/filesystems").read()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs for the data directory (needs root; skipped otherwise)."""
+    if not can_mount_tmpfs():
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory) -> os.PathLike:
+    """Fill the file system to the last byte; returns the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb") as fh:
+        with contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        with contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 512)
+                fh.flush()
+    return filler
+
+
+async def test_a_full_disk_gives_451_and_503_then_recovers(tmp_path, small_disk):
+    sink = Sink(free_port())
+    await sink.start()
+    settings = make_settings(tmp_path, data_dir=str(small_disk),
+                             upstream=f"smtp://127.0.0.1:{sink.port}?tls=none")
+    gw = await server.start(settings)
+    try:
+        seed(gw.runtime, address="jane@example.com", **SOFT_OPT_IN)
+        seed(gw.runtime, channel="sms", address=PERSON, basis="consent", source="form")
+        filler = fill(small_disk)
+        async with aiohttp.ClientSession() as session:
+            http = Http(gw, session)
+            mails = [await send_mail(gw, i) for i in range(3)]
+            writes, health = await http.writes(), await http.health()
+            assert {code for code, _ in mails} == {451}, mails
+            assert set(writes.values()) <= {503}, writes
+            assert health == 503
+            assert sink.messages == []
+
+            filler.unlink()
+            assert (await send_mail(gw, 9))[0] == 250
+            assert await http.health() == 200
+            assert (await http.writes())["optout"] == 201
+        (_, _, data), = await sink.wait_for(1)
+        assert b"<locked-9@acme.test>" in data
+    finally:
+        await gw.stop()
+        await sink.stop()
