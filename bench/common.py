@@ -102,14 +102,14 @@ class Proc:
 def spawn(name: str, cmd: list[str], log_dir: Path, env: dict | None = None,
           cwd: Path | None = None) -> Proc:
     log_path = log_dir / f"{name}.log"
-    fh = open(log_path, "wb")
     full_env = dict(os.environ)
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         full_env.update(env)
-    popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=full_env, cwd=str(cwd) if cwd else None)
-    fh.close()
+    with open(log_path, "wb") as fh:
+        popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=full_env,
+                                 cwd=str(cwd) if cwd else None)
     return Proc(name, popen, log_path)
 
 
@@ -251,7 +251,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100.0 * len(sorted_values))) - 1))
+    k = max(0, min(len(sorted_values) - 1, round(p / 100.0 * len(sorted_values)) - 1))
     return sorted_values[k]
 
 

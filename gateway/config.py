@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -227,6 +228,11 @@ def _toml_type(kind: type) -> str:
     return _TOML_TYPES.get(kind, kind.__name__)
 
 
+def _has_control(text: str) -> bool:
+    """A line break or other control character (which would break a header or footer)."""
+    return any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in text)
+
+
 class _Reader:
     """Walks the raw TOML once, checking each key's presence, type and value."""
 
@@ -388,7 +394,8 @@ class _Reader:
         s = self.table(self.raw.get(n, {}), n, {"listen", "public_url", "admin_token"})
         public_url = self.get(s, n, "public_url", str, "http://127.0.0.1:8025").rstrip("/")
         parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc \
+                or _has_control(public_url) or " " in public_url:
             raise self.fail(f"{n}.public_url", f"{public_url!r} is not an http(s) URL")
         token = self.get(s, n, "admin_token", str, "change-me")
         if not token:
@@ -517,9 +524,13 @@ class _Reader:
             region = self.get(s, n, "default_region", str, "GB").upper()
             if not re.match(r"^[A-Z]{2}$", region):
                 raise self.fail(f"{n}.default_region", f"{region!r} is not a 2-letter region")
+            name = self.get(s, n, "name", str, org_id)
+            if _has_control(name):  # it goes into footers, headers and pages
+                raise self.fail(f"{n}.name", "must be one line of printable text (no line "
+                                "breaks or control characters)")
             orgs[org_id] = Org(
                 id=org_id,
-                name=self.get(s, n, "name", str, org_id),
+                name=name,
                 type=self.choice(s, n, "type", ORG_TYPES, "commercial"),
                 similar=tuple(tuple(g) for g in similar),
                 soft_opt_in_max_age_days=self.count(s, n, "soft_opt_in_max_age_days", 0),

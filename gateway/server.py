@@ -14,7 +14,7 @@ from aiohttp import web
 from .config import Settings
 from .logs import event
 from .runtime import Runtime
-from .web import admin
+from .web import admin, openapi, ratelimit
 from .web.common import RUNTIME
 
 log = logging.getLogger("gateway.server")
@@ -27,6 +27,8 @@ def build_http_app(rt: Runtime) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[RUNTIME] = rt
     app.add_routes(admin.routes)
+    app.add_routes(openapi.routes)
+    ratelimit.install(app)  # bad /u/ and /s/ links, per client
     return app
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import BASE_TOML, free_port
+from gwtest import BASE_TOML, free_port
 from gateway.ledger import Ledger, parse_evidence
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

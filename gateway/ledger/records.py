@@ -27,7 +27,10 @@ def parse_time(value: Any) -> datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 time") from None
     if when.tzinfo is None:
         raise ValueError(f"{value!r} has no time zone; add Z or an offset like +01:00")
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{value!r} is out of the range of dates") from None
 
 
 def _as_list(value: Any, from_csv: bool) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ class QueuedCopy:
 class _Write:
     """One caller's write, waiting for (or done by) a group commit."""
 
-    __slots__ = ("fn", "done", "result", "error")
+    __slots__ = ("done", "error", "fn", "result")
 
     def __init__(self, fn):
         self.fn = fn

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS optouts (
 CREATE INDEX IF NOT EXISTS optouts_person ON optouts (address, org);
 CREATE INDEX IF NOT EXISTS optouts_at ON optouts (at);
 CREATE INDEX IF NOT EXISTS optouts_token ON optouts (token);
+CREATE INDEX IF NOT EXISTS optouts_message ON optouts (message_id);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL, org TEXT NOT NULL, stream TEXT, channel TEXT NOT NULL,
@@ -59,10 +60,11 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 
-# After a write fails for want of the lock or of disk space, writes fail at once for this
-# long instead of each waiting busy_timeout in turn behind the one connection (which
-# would stall every request, and the thread pool, for busy_timeout times the queue).
-FAIL_FAST_SECONDS = 1.0
+# After a write fails for want of the lock or of disk space, writes during this long try
+# once without waiting instead of each waiting busy_timeout in turn behind the one
+# connection (which would stall every request, and the thread pool, for busy_timeout
+# times the queue). The first write that succeeds ends it.
+FAIL_FAST_SECONDS = 2.0
 # /healthz: how long the probe may wait, and the free space below which the data
 # directory counts as full.
 HEALTH_WAIT_SECONDS = 0.5
@@ -124,7 +126,6 @@ class Ledger:
         conn.executescript(SCHEMA)
         self.conn = conn
         self._failing_until = 0.0
-        self._failure = ""
 
     def close(self) -> None:
         with self._lock:
@@ -134,18 +135,22 @@ class Ledger:
 
     @contextlib.contextmanager
     def _write_lock(self):
-        """The lock for one write; StoreUnavailable at once while recent writes failed."""
-        if time.monotonic() < self._failing_until:
-            raise StoreUnavailable(f"ledger write failed: {self._failure} (retry shortly)")
+        """The lock for one write. While recent writes failed (locked, disk full), a write
+        does not wait busy_timeout behind the others: it tries once, failing at once."""
         with self._lock:
-            if time.monotonic() < self._failing_until:
-                raise StoreUnavailable(f"ledger write failed: {self._failure} (retry shortly)")
-            yield
+            hurry = time.monotonic() < self._failing_until
+            if hurry:
+                self.conn.execute("PRAGMA busy_timeout=0")
+            try:
+                yield
+                self._failing_until = 0.0
+            finally:
+                if hurry:
+                    self.conn.execute("PRAGMA busy_timeout=5000")
 
     def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
         if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O error
             self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
-            self._failure = str(exc)
         return StoreUnavailable(f"ledger write failed: {exc}")
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
@@ -274,6 +279,15 @@ class Ledger:
     def opt_out_for_token(self, token: str) -> dict | None:
         rows = self._rows("SELECT * FROM optouts WHERE token = ? AND kind = 'optout' "
                           "ORDER BY id LIMIT 1", [token])
+        return rows[0] if rows else None
+
+    def opt_out_for_message(self, message_id: str, method: str,
+                            kind: str = "optout") -> dict | None:
+        """The opt-out (or, with kind="optin", opt-in) that message `message_id` already
+        recorded by `method`: a provider's retried or replayed webhook must not count
+        twice."""
+        rows = self._rows("SELECT * FROM optouts WHERE message_id = ? AND method = ? "
+                          "AND kind = ? ORDER BY id LIMIT 1", [message_id, method, kind])
         return rows[0] if rows else None
 
     def history(self, org: str, channel: str, address: str

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 
 from ..ledger.spool import Copy, QueuedCopy, Spool
 from ..logs import event
@@ -15,6 +16,8 @@ from .dsn import Failure, build_dsn
 from .upstream import PermanentFailure, TemporaryFailure, make_upstream
 
 log = logging.getLogger("gateway.delivery")
+
+RECENTLY_FINISHED = 10_000  # ids remembered against a late wake(); seconds of traffic
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -40,6 +43,10 @@ class Delivery:
         # read as still queued in that answer; they must not be taken again).
         self._reading = False
         self._finished_while_reading: set[int] = set()
+        # Ids finished lately (bounded). The handler's wake() for a fresh copy can come
+        # after the dispatcher already read it from the spool, sent it and finished it
+        # (its thread was slow to return): it must not be queued a second time.
+        self._recently_finished: OrderedDict[int, None] = OrderedDict()
         self._tasks: list[asyncio.Task] = []
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
                                         self.settings.timeout)
@@ -52,7 +59,7 @@ class Delivery:
             if self._stopping or self.queue.qsize() >= self.settings.workers * 2:
                 self._backlog = True
                 break
-            if item.id not in self.in_flight:
+            if item.id not in self.in_flight and item.id not in self._recently_finished:
                 self.in_flight.add(item.id)
                 self.queue.put_nowait(item)
         else:
@@ -132,6 +139,9 @@ class Delivery:
                 event(log, "delivery_crashed", logging.ERROR, spool_id=item.id, error=repr(exc))
             finally:
                 self.in_flight.discard(item.id)
+                self._recently_finished[item.id] = None
+                if len(self._recently_finished) > RECENTLY_FINISHED:
+                    self._recently_finished.popitem(last=False)
                 if self._reading:
                     self._finished_while_reading.add(item.id)
                 if self._backlog and self.queue.qsize() < self.settings.workers:

@@ -58,13 +58,20 @@ def build_dsn(*, hostname: str, to: str, original: bytes, failures: list[Failure
     msg.make_mixed()
     msg.attach(status)
     rfc822 = EmailMessage(policy=POLICY)
-    rfc822.set_content(original_headers(original), maintype="text", subtype="rfc822-headers",
-                       cte="8bit" if any(b > 127 for b in original_headers(original))
-                       else "7bit")
+    head = original_headers(original)
+    rfc822.set_content(head, maintype="text", subtype="rfc822-headers", cte=_cte(head))
     msg.attach(rfc822)
     msg.set_type("multipart/report")
     msg.set_param("report-type", "delivery-status")
     return msg.as_bytes(policy=POLICY)
+
+
+def _cte(head: bytes) -> str:
+    """7bit or 8bit as the headers are; quoted-printable when a line is longer than SMTP
+    allows (else the bounce of a message refused for that line is refused for it too)."""
+    if any(len(line.rstrip(b"\r")) > 998 for line in head.split(b"\n")):
+        return "quoted-printable"
+    return "8bit" if any(b > 127 for b in head) else "7bit"
 
 
 def _fields(*pairs: tuple[str, str]) -> Message:

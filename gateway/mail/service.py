@@ -18,6 +18,14 @@ from .session import GatewayHandler, GatewaySMTP
 log = logging.getLogger("gateway.smtp")
 
 
+# aiosmtpd counts commands per connection, not per message: the transaction commands a
+# mailer repeats on a reused connection are effectively unlimited (our own per-message
+# RCPT cap applies); anything else (NOOP, VRFY, HELP, EHLO floods) is cut off with 421.
+_UNLIMITED = 2**31
+CALL_LIMITS = {"MAIL": _UNLIMITED, "RCPT": _UNLIMITED, "DATA": _UNLIMITED,
+               "RSET": _UNLIMITED, "NOOP": 1000, "*": 100}
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
     if not cert:
         return None
@@ -45,8 +53,7 @@ async def start(rt: Runtime, app: web.Application):
             handler, data_size_limit=s.smtp.max_message_size, enable_SMTPUTF8=True,
             decode_data=False, hostname=s.smtp.hostname, ident="consent-gateway",
             tls_context=context, timeout=s.smtp.timeout, authenticator=handler.authenticate,
-            auth_require_tls=True, command_call_limit={"RCPT": s.smtp.max_recipients + 20,
-                                                       "*": 200}, loop=loop)
+            auth_require_tls=True, command_call_limit=CALL_LIMITS, loop=loop)
 
     try:
         server = await loop.create_server(protocol, s.smtp.listen.host, s.smtp.listen.port,

@@ -70,7 +70,14 @@ def reply_targets(header_value: str | None) -> list[str]:
     if not header_value:
         return []
     decoded = str(make_header(decode_header(header_value)))
-    return [addr for _, addr in getaddresses([decoded]) if "@" in addr]
+    return [addr for _, addr in getaddresses([decoded])
+            if "@" in addr and not has_control(addr) and " " not in addr]
+
+
+def has_control(text: str) -> bool:
+    """A control character (NUL, a bare CR or LF, ...): never valid in an address, and in
+    Return-Path or an upstream MAIL command it could start a header or a command."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
 def _tx(envelope: Envelope) -> Transaction:
@@ -117,6 +124,13 @@ class GatewayHandler:
         return None
 
     # -- hooks ----------------------------------------------------------------------------
+
+    async def handle_MAIL(self, server, session, envelope, address: str, mail_options):
+        if has_control(address):
+            return "553 5.1.7 Bad sender address: control characters are not allowed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options):
         tx = _tx(envelope)
@@ -226,11 +240,13 @@ class GatewayHandler:
                             original=raw, failures=blocked)
             copies.append(Copy("dsn", "", mail_from, dsn, prepared.message_id,
                                prepared.classification.stream, prepared.classification.org))
-        # Tokens first: a copy must never go out with a link that does not resolve.
+        # Tokens first: a copy must never go out with a link that does not resolve. The
+        # decisions too: once spooled, a copy goes out even if a later write fails (and
+        # the client, told 451, would send it again, unaudited the first time).
         if prepared.tokens:
             self.rt.ledger.record_tokens(prepared.tokens)
-        queued = self.spool.enqueue(copies)
         self._record(prepared.classification, prepared.decisions, prepared.message_id)
+        queued = self.spool.enqueue(copies)
         return prepared, queued
 
     def _answer(self, prepared: Prepared, queued: list[QueuedCopy] | None) -> str:

@@ -7,6 +7,7 @@
 | STOPALL                              | opt-out of sms for all orgs ("*")        | one confirmation|
 | START, UNSTOP                        | opt-in + consent evidence for the org    | one confirmation|
 | HELP, INFO                           | nothing                                  | help text       |
+| a keyword whose message id was seen  | nothing (a retried or replayed webhook)  | none            |
 | anything else                        | nothing; forwarded to inbound_forward_url| none            |
 
 Decisions:
@@ -110,6 +111,8 @@ class InboundHandler:
             event(log, "sms_keyword_ignored", level=logging.WARNING, keyword=keyword,
                   provider=text.provider, problem="sender is not a phone number")
             return InboundOutcome(keyword)
+        if keyword is not Keyword.HELP and await self.seen(text, keyword):
+            return InboundOutcome(keyword, None)
         if keyword in (Keyword.STOP, Keyword.STOPALL):
             reply = await self.opt_out(text, keyword, sender, org)
         elif keyword is Keyword.START:
@@ -120,6 +123,20 @@ class InboundHandler:
         if text.provider_replied:
             reply = None
         return InboundOutcome(keyword, reply.strip() if reply else None)
+
+    async def seen(self, text: InboundText, keyword: Keyword) -> bool:
+        """Whether this provider message id was handled already: a webhook retried or
+        replayed (Twilio signs no timestamp, so a captured START could otherwise undo a
+        later STOP) records nothing new and sends no second confirmation."""
+        if not text.message_id:
+            return False
+        kind = "optin" if keyword is Keyword.START else "optout"
+        found = await asyncio.to_thread(self.rt.ledger.opt_out_for_message,
+                                        text.message_id, METHOD, kind)
+        if found is not None:
+            event(log, "sms_webhook_repeated", level=logging.WARNING, provider=text.provider,
+                  message_id=text.message_id)
+        return found is not None
 
     async def opt_out(self, text: InboundText, keyword: Keyword, sender: str,
                       org: Org | None) -> str:

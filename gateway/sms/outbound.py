@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import re
@@ -118,6 +119,15 @@ def new_message_id() -> str:
     return "SM" + uuid.uuid4().hex
 
 
+@functools.lru_cache(maxsize=1024)
+def _sender_form(sender: str, region: str) -> str:
+    """A sender as compared with sms_from: E.164 when it is a number, else as written."""
+    try:
+        return normalise_phone(sender, region)
+    except InvalidAddress:
+        return sender.strip()  # a short code or sender id, compared as written
+
+
 class Relay:
     """Sends apps' texts through the configured provider, one decision per text."""
 
@@ -195,10 +205,11 @@ class Relay:
 
     @staticmethod
     def _normalised(sender: str, region: str) -> str:
-        try:
-            return normalise_phone(sender, region)
-        except InvalidAddress:
-            return sender.strip()  # a short code or sender id, compared as written
+        # Senders are few (the streams' sms_from) and parsing one costs ~50 µs: cached,
+        # but only short ones, so odd input cannot fill the cache with big strings.
+        if len(sender) <= 32:
+            return _sender_form(sender, region)
+        return _sender_form.__wrapped__(sender, region)
 
     # -- sending ------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
 import os
@@ -157,17 +158,28 @@ class OutboxProvider:
             "message_id": "SM" + uuid.uuid4().hex,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        await asyncio.to_thread(self._append, json.dumps(record, ensure_ascii=False) + "\n")
+        try:
+            await asyncio.to_thread(self._append, json.dumps(record, ensure_ascii=False) + "\n")
+        except OSError as exc:  # disk full, permissions: the text did not go
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise ProviderError(self.name, f"cannot write the outbox file: {exc.strerror}",
+                                status=507 if full else 500, retryable=True) from exc
         log.info("event=sms_outbox_written message_id=%s", record["message_id"])
         return ProviderResult(record["message_id"], "sent", record)
 
     def _append(self, line: str) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as outbox:
-                outbox.write(line)
-                outbox.flush()
-                os.fsync(outbox.fileno())
+            with self.path.open("ab", buffering=0) as outbox:
+                end = outbox.seek(0, os.SEEK_END)
+                data = memoryview(line.encode("utf-8"))
+                try:
+                    while data:  # a raw write may be short
+                        data = data[outbox.write(data):]
+                    os.fsync(outbox.fileno())
+                except OSError:
+                    outbox.truncate(end)  # never leave half a line behind
+                    raise
 
 
 class _HttpProvider:

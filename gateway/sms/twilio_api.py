@@ -26,6 +26,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import Stream
 from ..errors import StoreUnavailable
@@ -91,7 +92,10 @@ async def create_message(request: web.Request) -> web.Response:
         response = twilio_error(401, 20003, "Authenticate")
         response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
         return response
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, HttpProcessingError):  # e.g. multipart without a boundary
+        return twilio_error(400, 21601, "The request body is not a readable form")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     if "MediaUrl" in fields:
         return twilio_error(400, 21620, "Media messages are not supported by this gateway")

@@ -21,6 +21,7 @@ import logging
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import StoreUnavailable
 from ..logs import event
@@ -60,7 +61,10 @@ async def form_pairs(request: web.Request, with_query: bool) -> Form:
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="expected a JSON object")
         return pairs + [(k, _text(v)) for k, v in body.items() if v is not None]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, HttpProcessingError):  # e.g. multipart without a boundary
+        raise web.HTTPBadRequest(text="malformed form body") from None
     return pairs + [(k, v) for k, v in form.items() if isinstance(v, str)]
 
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import make_settings
+from gwtest import make_settings
 
 from gateway import server
 from gateway.config import Settings

@@ -7,7 +7,7 @@ import hmac
 
 import aiohttp
 import pytest
-from conftest import SOFT_OPT_IN, make_settings
+from gwtest import SOFT_OPT_IN, make_settings
 
 from gateway import server
 from gateway.consent import Classification, classify

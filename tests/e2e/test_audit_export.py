@@ -11,7 +11,7 @@ import aiohttp
 import aiosmtplib
 import pytest
 
-from conftest import SOFT_OPT_IN, make_settings, seed
+from gwtest import SOFT_OPT_IN, make_settings, seed
 from gateway import cli, server
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 import aiosmtplib
 import pytest
 
-from conftest import BASE_TOML, free_port
+from gwtest import BASE_TOML, free_port
 from gateway.ledger import Ledger, parse_evidence
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import aiosmtplib
 import dkim
 import pytest
 
-from conftest import SOFT_OPT_IN, make_settings, seed
+from gwtest import SOFT_OPT_IN, make_settings, seed
 from gateway import server
 from gateway.mail.rewrite import UnrewritableMessage, rewrite_for_recipient
 

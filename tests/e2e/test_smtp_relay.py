@@ -12,7 +12,7 @@ import subprocess
 import aiosmtplib
 import pytest
 
-from conftest import SOFT_OPT_IN, free_port, make_settings, seed
+from gwtest import SOFT_OPT_IN, free_port, make_settings, seed
 from gateway import server
 
 PLAIN = (b"From: Acme News <news@acme.test>\r\nTo: {to}\r\nSubject: Spring offers\r\n"
@@ -294,3 +294,15 @@ async def test_starttls_with_a_self_signed_certificate(tmp_path, sink, self_sign
 
         await asyncio.to_thread(talk)
         await sink.wait_for(1)
+
+
+async def test_a_mailer_reusing_one_connection_is_never_cut_off(gw, sink):
+    port = gw.runtime.settings.smtp.listen.port
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
+        await client.login("acme-service", "service-pass")
+        for i in range(300):
+            await client.sendmail("news@acme.test", [f"r{i}@example.com"],
+                                  message(f"r{i}@example.com"))
+            if i % 50 == 0:
+                await client.rset()
+    await sink.wait_for(300, timeout=30)

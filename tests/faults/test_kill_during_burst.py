@@ -15,7 +15,7 @@ import aiohttp
 import aiosmtplib
 import pytest
 
-from conftest import Sink, free_port
+from gwtest import Sink, free_port
 from gateway.ledger import Ledger
 from gwprocess import ADMIN, SMS_KEY, GatewayProcess, seed
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import make_settings, seed
+from gwtest import make_settings, seed
 from gateway import server
 from gateway.config import TwilioSettings, VonageSettings
 from gateway.sms import service

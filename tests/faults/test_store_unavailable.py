@@ -5,10 +5,9 @@ accepting and losing, /healthz says unhealthy, and everything works once it is o
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
+import dataclasses
+import json
 import os
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ import aiohttp
 import aiosmtplib
 import pytest
 
-from conftest import SOFT_OPT_IN, Sink, free_port, make_settings, seed
+from gwtest import SOFT_OPT_IN, Sink, free_port, make_settings, seed
 from gateway import server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -54,7 +53,7 @@ async def send_mail(gw, i: int = 0) -> tuple[int, str]:
     data = (f"From: news@acme.test\r\nTo: jane@example.com\r\nSubject: s{i}\r\n"
             f"Message-ID: <locked-{i}@acme.test>\r\n\r\nhello\r\n").encode()
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False,
-                               timeout=120) as client:
+                               timeout=30) as client:
         await client.login("acme-news", "news-pass")
         try:
             _, reply = await client.sendmail("news@acme.test", ["jane@example.com"], data)
@@ -68,31 +67,20 @@ class Http:
         self.base = gw.runtime.settings.http.public_url
         self.session = session
         self.rt = gw.runtime
+        self.links = [self.new_link() for _ in range(2)]
 
     async def status(self, method: str, path: str, **kw) -> int:
         async with self.session.request(method, self.base + path, **kw) as resp:
             await resp.read()
             return resp.status
 
-    async def unsubscribe(self) -> int:
+    def new_link(self) -> str:
+        """A stored unsubscribe token (stored now, while the ledger can be written)."""
         token, record = self.rt.tokens.issue(org="acme", channel="email",
                                              address="jane@example.com", stream="acme-news",
                                              message_id="<m@acme.test>")
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.rt.ledger.record_tokens, [record])
-        return await self.status("POST", f"/u/{token}", data={"scope": "channel"})
-
-    async def stop_text(self) -> int:
-        fields = {"From": PERSON, "To": "+447400123000", "Body": "STOP", "MessageSid": "SMx"}
-        url = self.base + "/sms/inbound/twilio"
-        token = self.rt.settings.sms.twilio.auth_token
-        if not token:  # no Twilio configured: the webhook cannot be signed
-            return 0
-        data = url + "".join(k + fields[k] for k in sorted(fields))
-        sig = base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1)
-                               .digest()).decode()
-        return await self.status("POST", "/sms/inbound/twilio", data=fields,
-                                 headers={"X-Twilio-Signature": sig})
+        self.rt.ledger.record_tokens([record])
+        return f"/u/{token}"
 
     async def writes(self) -> dict[str, int]:
         """Every kind of write the HTTP side does, at once."""
@@ -104,7 +92,7 @@ class Http:
                 "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z", "source": "f"}),
             "sms": self.status("POST", "/api/v1/sms", json={"to": PERSON, "body": "Sale"},
                                headers={"Authorization": "Bearer sk_news"}),
-            "unsubscribe": self.unsubscribe(),
+            "unsubscribe": self.status("POST", self.links.pop(), data={"scope": "channel"}),
         }
         answers = await asyncio.gather(*calls.values())
         return dict(zip(calls, answers))
@@ -155,12 +143,12 @@ def can_mount_tmpfs() -> bool:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 6 MiB tmpfs for the data directory (needs root; skipped otherwise)."""
+    """A 32 MiB tmpfs for the data directory (needs root; skipped otherwise)."""
     if not can_mount_tmpfs():
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
                           capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
@@ -171,15 +159,11 @@ def small_disk(tmp_path):
 def fill(directory) -> os.PathLike:
     """Fill the file system to the last byte; returns the filler file."""
     filler = directory / "filler"
-    with open(filler, "wb") as fh:
-        with contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        with contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0" * 512)
-                fh.flush()
+    with open(filler, "wb", buffering=0) as fh:
+        for size in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while fh.write(b"\0" * size):
+                    pass
     return filler
 
 
@@ -192,9 +176,9 @@ async def test_a_full_disk_gives_451_and_503_then_recovers(tmp_path, small_disk)
     try:
         seed(gw.runtime, address="jane@example.com", **SOFT_OPT_IN)
         seed(gw.runtime, channel="sms", address=PERSON, basis="consent", source="form")
-        filler = fill(small_disk)
         async with aiohttp.ClientSession() as session:
             http = Http(gw, session)
+            filler = fill(small_disk)
             mails = [await send_mail(gw, i) for i in range(3)]
             writes, health = await http.writes(), await http.health()
             assert {code for code, _ in mails} == {451}, mails
@@ -211,3 +195,44 @@ async def test_a_full_disk_gives_451_and_503_then_recovers(tmp_path, small_disk)
     finally:
         await gw.stop()
         await sink.stop()
+
+
+async def test_a_full_disk_under_the_sms_outbox_is_a_provider_error_not_a_crash(
+        tmp_path, small_disk):
+    settings = make_settings(tmp_path)
+    outbox = small_disk / "sms.jsonl"
+    settings = dataclasses.replace(settings, sms=dataclasses.replace(settings.sms,
+                                                                     outbox=outbox))
+    gw = await server.start(settings)
+    try:
+        seed(gw.runtime, channel="sms", address=PERSON, basis="consent", source="form")
+        async with aiohttp.ClientSession() as session:
+            http = Http(gw, session)
+            sms = {"to": PERSON, "body": "Spring sale"}
+            filler = fill(small_disk)
+            async with session.post(http.base + "/api/v1/sms", json=sms,
+                                    headers={"Authorization": "Bearer sk_news"}) as resp:
+                assert resp.status == 502, await resp.text()
+                assert "retry later" in (await resp.json())["message"]
+            filler.unlink()
+            assert await http.status("POST", "/api/v1/sms", json=sms,
+                                     headers={"Authorization": "Bearer sk_news"}) == 202
+        lines = outbox.read_text("utf-8").splitlines()
+        assert len(lines) == 1 and json.loads(lines[0])["to"] == PERSON
+    finally:
+        await gw.stop()
+
+
+async def test_a_decision_that_cannot_be_recorded_leaves_nothing_spooled(gw, sink,
+                                                                         monkeypatch):
+    """451 means "not taken": a copy spooled before the decision failed to record would
+    go out unaudited, and again when the client retries."""
+    from gateway.errors import StoreUnavailable
+
+    def locked(*args, **kwargs):
+        raise StoreUnavailable("ledger write failed: database is locked")
+
+    monkeypatch.setattr(gw.runtime.ledger, "record_decision", locked)
+    assert (await send_mail(gw, 1))[0] == 451
+    await asyncio.sleep(0.3)
+    assert gw.runtime.spool.stats()["depth"] == 0 and sink.messages == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import (
+from smstest import (
     ACME_NUMBER,
     BLOOM_NUMBER,
     PERSON,

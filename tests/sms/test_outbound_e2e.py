@@ -8,7 +8,7 @@ import asyncio
 import base64
 
 import pytest
-from conftest import ACME_NUMBER, PERSON, TWILIO_SID, TWILIO_TOKEN, vonage_sign
+from smstest import ACME_NUMBER, PERSON, TWILIO_SID, TWILIO_TOKEN, vonage_sign
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client

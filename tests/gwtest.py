@@ -1,0 +1,171 @@
+"""Shared test support: free ports, settings from TOML, a real aiosmtpd sink, evidence seeding.
+
+Imported by name (`from gwtest import ...`): several conftest.py files share the module
+name `conftest`, so importing from it picks whichever pytest loaded last."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP as SinkSMTP
+
+from gateway import config
+from gateway.ledger import parse_evidence
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BASE_TOML = """
+[gateway]
+data_dir = "{data_dir}"
+mode = "{mode}"
+
+[smtp]
+listen = "127.0.0.1:{smtp_port}"
+hostname = "gw.test"
+{smtp_extra}
+
+[http]
+listen = "127.0.0.1:{http_port}"
+public_url = "http://127.0.0.1:{http_port}"
+admin_token = "test-admin-token"
+
+[unsubscribe]
+secret = {secret}
+mailto_domain = "unsub.gw.test"
+reply_handling = "{reply_handling}"
+
+[delivery]
+upstream = "{upstream}"
+retry_initial = "1s"
+retry_max = "2s"
+max_age = "{max_age}"
+workers = 2
+
+{dkim}
+
+[sms]
+outbox = "{data_dir}/sms.jsonl"
+
+[[org]]
+id = "acme"
+name = "{org_name}"
+type = "commercial"
+similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
+
+[[org]]
+id = "owls"
+name = "Save the Owls"
+type = "charity"
+
+[[stream]]
+id = "acme-news"
+org = "acme"
+purpose = "marketing"
+nature = "commercial"
+category = "garden-tools"
+smtp_username = "acme-news"
+smtp_password = "news-pass"
+api_key = "sk_news"
+sms_from = ["+447400123000"]
+allow_headers = true
+
+[[stream]]
+id = "acme-fixed"
+org = "acme"
+purpose = "marketing"
+category = "garden-tools"
+smtp_username = "acme-fixed"
+smtp_password = "fixed-pass"
+api_key = "sk_fixed"
+allow_headers = false
+
+[[stream]]
+id = "acme-service"
+org = "acme"
+purpose = "service"
+smtp_username = "acme-service"
+smtp_password = "service-pass"
+api_key = "sk_service"
+allow_headers = false
+"""
+
+
+def make_settings(tmp_path: Path, **over) -> config.Settings:
+    values = dict(
+        data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
+        http_port=free_port(), smtp_extra="", secret='"test-secret"',
+        reply_handling="rewrite", upstream=f"maildir:{tmp_path / 'outbox'}", max_age="5d",
+        dkim="", org_name="Acme Garden Ltd",
+    )
+    values.update(over)
+    return config.parse(textwrap.dedent(BASE_TOML.format(**values)), None, tmp_path)
+
+
+@dataclass
+class Sink:
+    """A real SMTP server standing in for the upstream relay."""
+
+    port: int
+    messages: list = field(default_factory=list)  # (mail_from, rcpt_tos, bytes)
+    reply: str = "250 OK"
+    replies: list = field(default_factory=list)  # used first, one per DATA
+    server: asyncio.AbstractServer | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self.replies.pop(0) if self.replies else self.reply
+        if reply.startswith("250"):
+            sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+            self.messages.append((sender, list(envelope.rcpt_tos),
+                                  envelope.original_content))
+        return reply
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: SinkSMTP(self, decode_data=False, enable_SMTPUTF8=True, hostname="sink",
+                             loop=loop),
+            "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.messages) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"sink got {len(self.messages)} of {count} messages")
+            await asyncio.sleep(0.05)
+        return self.messages
+
+
+@pytest.fixture
+async def sink():
+    s = Sink(free_port())
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def seed(rt, **fields) -> int:
+    """Store one evidence record (fields as in the API)."""
+    base = {"org": "acme", "channel": "email", "obtained_at": "2026-01-10T10:00:00Z"}
+    base.update(fields)
+    regions = {o.id: o.default_region for o in rt.settings.orgs.values()}
+    return rt.ledger.record_evidence(parse_evidence(base, regions), "test")
+
+
+SOFT_OPT_IN = dict(basis="soft_opt_in", context="sale", categories=["lawnmowers"],
+                   opt_out_offered=True, source="checkout, opt-out box shown")
