@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,9 +175,10 @@ class Soak:
         config = self.work / "config.toml"
         config.write_text(CONFIG.format(data=self.data, smtp_port=self.smtp_port,
                                         http_port=self.http_port, sink_port=sink_port))
-        log = open(self.work / "gateway.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config",
-                                      str(config)], stdout=log, stderr=log, cwd=self.work)
+        with open(self.work / "gateway.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run",
+                                          "--config", str(config)], stdout=log, stderr=log,
+                                         cwd=self.work)
         deadline = time.monotonic() + 30
         for port in (self.smtp_port, self.http_port):
             while True:
@@ -185,7 +187,7 @@ class Soak:
                     break
                 except OSError:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the gateway did not start; see gateway.log")
+                        raise SystemExit("the gateway did not start; see gateway.log") from None
                     time.sleep(0.05)
 
     # -- load ----------------------------------------------------------------------------
@@ -213,14 +215,15 @@ class Soak:
                 f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
         started = time.monotonic()
         try:
-            errors, _ = await client.sendmail("news@acme.test", rcpts, data)
+            _, reply = await client.sendmail("news@acme.test", rcpts, data)
         except aiosmtplib.SMTPResponseException as exc:
             self.stats.refused[f"smtp {exc.code}"] += 1
             return
         finally:
             self.stats.smtp_latency.append(time.monotonic() - started)
         self.stats.mail_accepted += 1
-        self.stats.mail_copies += len(rcpts) - len(errors)
+        copies = re.search(r"queued (\d+) cop", reply)  # some recipients may be blocked
+        self.stats.mail_copies += int(copies.group(1)) if copies else len(rcpts)
         self.stats.accepted_ids.add(mid)
 
     async def sms_client(self, http: aiohttp.ClientSession) -> None:
@@ -237,7 +240,7 @@ class Soak:
                         self.stats.sms_ids[answer["message_id"]] = answer["gateway_message_id"]
                     else:
                         self.stats.refused[f"sms {resp.status} {answer.get('reason', '')}"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.stats.refused[f"sms {type(exc).__name__}"] += 1
             finally:
                 self.stats.sms_latency.append(time.monotonic() - started)
@@ -256,7 +259,7 @@ class Soak:
                         self.stats.opt_outs += 1
                     else:
                         self.stats.refused[f"optout {resp.status}"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.stats.refused[f"optout {type(exc).__name__}"] += 1
             await asyncio.sleep(1 / self.args.opt_outs_per_second)
 
@@ -267,10 +270,8 @@ class Soak:
         print(f"{'t (s)':>6} {'mail/s':>7} {'texts/s':>8} {'smtp p99':>9} {'sms p99':>8} "
               f"{'opt-outs':>8} {'RSS MiB':>8}", flush=True)
         while not self.stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.args.sample)
-            except TimeoutError:
-                pass
             now = time.monotonic()
             s = self.stats
             window = max(1e-9, now - last[0])

@@ -1,6 +1,6 @@
 """A gateway in its own process, for tests that kill it (SIGKILL, SIGTERM) or hammer it.
 
-`GatewayProcess` writes a config from conftest's BASE_TOML, starts `gateway run`, waits
+`GatewayProcess` writes a config from gwtest's BASE_TOML, starts `gateway run`, waits
 until both listeners answer, and keeps the log in a file (a pipe would fill up under load
 and stall the gateway)."""
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gwtest import BASE_TOML, free_port
+
 from gateway.ledger import Ledger, parse_evidence
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -79,13 +80,12 @@ class GatewayProcess:
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         self.starts += 1
-        log = open(self.log, "ab")
-        log.write(f"\n--- start {self.starts} ---\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
-            stdout=log, stderr=log, cwd=self.tmp_path)
-        log.close()
+        with open(self.log, "ab") as log:
+            log.write(f"\n--- start {self.starts} ---\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+                stdout=log, stderr=log, cwd=self.tmp_path)
         deadline = time.monotonic() + timeout
         pending = [self.smtp_port, self.http_port]
         while pending:

@@ -4,6 +4,7 @@ bounced. Its own SQLite file (WAL, synchronous=FULL: each commit is fsync'd), so
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -259,8 +260,6 @@ class Spool:
         except sqlite3.Error:
             return False
         finally:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("PRAGMA busy_timeout=5000")
-            except sqlite3.Error:
-                pass
             self._lock.release()

@@ -25,14 +25,16 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import html
+import quopri
 import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import errors as email_errors
-from email import quoprimime
+from email import _encoded_words, quoprimime
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -83,6 +85,13 @@ POLICY = _SourcePolicy(linesep="\r\n", refold_source="none", max_line_length=0)
 HEADERS_ONLY_TYPES = frozenset({"multipart/signed", "multipart/encrypted",
                                 "application/pkcs7-mime", "application/x-pkcs7-mime"})
 PLACEHOLDER = re.compile(r"\{\{[ \t]*unsubscribe_url[ \t]*\}\}|%7[Bb]%7[Bb]unsubscribe_url%7[Dd]%7[Dd]")
+
+
+def _has_placeholder(text: str) -> bool:
+    # Every form of the placeholder spells out "unsubscribe_url": a quick test first.
+    return "unsubscribe_url" in text and PLACEHOLDER.search(text) is not None
+
+
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 HEADER_END = re.compile(rb"\r?\n\r?\n")
 KNOWN_CTES = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
@@ -93,6 +102,7 @@ STRUCTURE_DEFECTS = (email_errors.NoBoundaryInMultipartDefect,
 DECODE_DEFECTS = (email_errors.InvalidBase64CharactersDefect,
                   email_errors.InvalidBase64LengthDefect)
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1
+_LINE_BREAK = re.compile(rb"\r?\n")
 
 
 class UnrewritableMessage(GatewayError):
@@ -138,6 +148,10 @@ def rewrite_for_recipient(
     for value in (unsubscribe_url, mailto_url, reply_to or ""):
         if "\r" in value or "\n" in value:
             raise ValueError(f"header value contains a line break: {value!r}")
+    fast = _fast_rewrite(raw, unsubscribe_url, mailto_url, reply_to, footer_text, footer_html,
+                         remove_headers_prefix)
+    if fast is not None:
+        return fast
     msg = BytesParser(policy=POLICY).parsebytes(raw)
     headers_only = msg.get_content_type() in HEADERS_ONLY_TYPES
     if not headers_only:
@@ -162,7 +176,7 @@ def _rewrite_body(msg: Message, url: str, footer_text: str, footer_html: str) ->
     parts = [_decode(part) for part in _display_parts(msg)]
     if not parts:
         return _add_footer_part(msg, footer_text)
-    if any(PLACEHOLDER.search(p.text) for p in parts):
+    if any(_has_placeholder(p.text) for p in parts):
         for p in parts:
             link = html.escape(url, quote=True) if p.is_html else url
             new_text = PLACEHOLDER.sub(lambda _m, link=link: link, p.text)
@@ -268,7 +282,10 @@ def _encode_body(data: bytes, cte: str) -> tuple[str, str]:
     """Encode body bytes, keeping the transfer encoding unless it is no longer safe."""
     if cte == "base64":
         return base64.encodebytes(data).decode("ascii"), cte
-    long_line = any(len(line) > MAX_LINE_OCTETS for line in re.split(rb"\r?\n", data))
+    # Lines split at LF alone are never shorter: only when one is too long, look closer.
+    long_line = len(data) > MAX_LINE_OCTETS and \
+        max(map(len, data.split(b"\n"))) > MAX_LINE_OCTETS and \
+        max(map(len, _LINE_BREAK.split(data))) > MAX_LINE_OCTETS
     eight_bit_in_7bit = cte == "7bit" and not data.isascii()
     if cte == "quoted-printable" or long_line or eight_bit_in_7bit:
         encoded = quoprimime.body_encode(data.decode("latin-1"), maxlinelen=76, eol="\n")
@@ -377,3 +394,270 @@ def _serialise_headers_only(msg: Message, raw: bytes) -> bytes:
     split = HEADER_END.split(raw, maxsplit=1)
     body = split[1] if len(split) == 2 else b""
     return head + b"\r\n" + re.sub(rb"\r?\n", b"\r\n", body)
+
+
+# --- fast path -----------------------------------------------------------------------------
+#
+# Most marketing mail is a plain single part or a simple multipart/alternative (maybe inside
+# a multipart/mixed) with 7bit/8bit text parts and CRLF line endings. For such a message
+# `_fast_rewrite` computes, without the email package, exactly the bytes the parse /
+# rewrite / generate path above produces (the generator's rules are mirrored: source
+# headers written as `Name: value`, the line break before a delimiter belongs to it,
+# a nested multipart's empty epilogue vanishes...). Whatever it is not sure of makes it
+# answer None, and the full path runs: anything unusual (a bare CR or LF, a header line
+# the parser would read differently, a Content-Type beyond plain `type/sub; a=b` syntax,
+# duplicate MIME headers, transfer padding or repeated delimiter lines, message/* or
+# signed parts, quoted-printable or base64 text, a charset or transfer-encoding change,
+# no displayable part, no Message-ID, a non-ASCII header to add).
+
+_F_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+# The parser's header-line test (feedparser.headerRE): a line it takes as a header.
+_F_PARSER_HEADER = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+_F_TOKEN = r"[!#$%&'+\-.0-9A-Z^_`a-z{|}~]+"
+_F_PARAM = r";[ \t]*([A-Za-z0-9_.\-]+)=(" + _F_TOKEN + r'|"[^"\\\x00-\x1f\x7f]*")[ \t]*'
+_F_CTYPE = re.compile(r"[ \t]*(" + _F_TOKEN + r"/" + _F_TOKEN + r")[ \t]*((?:" + _F_PARAM
+                      + r")*)")
+_F_DISPOSITION = re.compile(r"[ \t]*(" + _F_TOKEN + r")[ \t]*((?:" + _F_PARAM + r")*)")
+_F_PARAMS = re.compile(_F_PARAM)
+_F_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=?]{1,70}")
+_F_NL = re.compile(rb"\r\n|\r|\n")
+_F_MIME = {b"content-type", b"content-transfer-encoding", b"content-disposition"}
+_F_TEXT_CTES = frozenset({"7bit", "8bit", "quoted-printable", "base64"})
+
+
+class _FastFallback(Exception):
+    """The fast path is not sure: use the full parse."""
+
+
+@dataclass
+class _FPart:
+    headers: list[tuple[bytes, bytes]]  # (name, value as the parser stores it), CRLF inside
+    ctype: str
+    params: dict[str, str]
+    disposition: str | None
+    cte: str
+    children: list[_FPart] | None = None  # multipart
+    boundary: bytes = b""
+    preamble: bytes | None = None
+    epilogue: bytes | None = None
+    payload: bytes = b""  # leaf
+
+
+def _f_params(text: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in _F_PARAMS.findall(text):
+        if len(value) > 1 and value[0] == '"':
+            value = value[1:-1]
+        params.setdefault(name.lower(), value)
+    return params
+
+
+def _f_headers(lines: list[bytes], i: int, end: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Header fields from lines[i:end]; returns them and the index after the blank line."""
+    headers: list[tuple[bytes, bytes]] = []
+    while i < end:
+        line = lines[i]
+        if not line:
+            return headers, i + 1
+        if line[:1] in (b" ", b"\t"):
+            if not headers:
+                raise _FastFallback
+            name, value = headers[-1]
+            headers[-1] = (name, value + b"\r\n" + line)
+        else:
+            m = _F_HEADER.match(line)
+            if m is None:  # the parser would see a defect or another kind of line
+                raise _FastFallback
+            headers.append((line[:m.end() - 1], line[m.end():].lstrip(b" \t")))
+        i += 1
+    raise _FastFallback  # no blank line before the part's end
+
+
+def _f_part(lines: list[bytes], dashes: list[int], i: int, end: int,
+            enclosing: list[re.Pattern], default_type: str) -> _FPart:
+    """The part in lines[i:end]; `dashes`: the indices of the lines starting with "--"."""
+    headers, i = _f_headers(lines, i, end)
+    mime: dict[bytes, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in _F_MIME:
+            if key in mime or not value.isascii():
+                raise _FastFallback
+            mime[key] = value.replace(b"\r\n", b"").decode("ascii")
+    ctype, params = default_type, {}
+    if b"content-type" in mime:
+        m = _F_CTYPE.fullmatch(mime[b"content-type"])
+        if m is None:
+            raise _FastFallback
+        ctype, params = m.group(1).lower(), _f_params(m.group(2))
+    disposition = None
+    if b"content-disposition" in mime:
+        m = _F_DISPOSITION.fullmatch(mime[b"content-disposition"])
+        if m is None:
+            raise _FastFallback
+        disposition = m.group(1).lower()
+    cte = mime.get(b"content-transfer-encoding", "7bit").strip().lower()
+    part = _FPart(headers, ctype, params, disposition, cte)
+    maintype = ctype.partition("/")[0]
+    if maintype == "message" or ctype in HEADERS_ONLY_TYPES or ctype == "multipart/digest":
+        raise _FastFallback
+    if maintype != "multipart":
+        if i >= end:
+            raise _FastFallback  # an empty body
+        part.payload = b"\r\n".join(lines[i:end])
+        return part
+    boundary = params.get("boundary")
+    if boundary is None or not _F_BOUNDARY.fullmatch(boundary):
+        raise _FastFallback
+    part.boundary = boundary.encode("ascii")
+    own = re.compile(re.escape(b"--" + part.boundary) + rb"(--)?([ \t]*)$")
+    inner = enclosing + [own]
+    # The delimiter lines of this multipart: the parts lie between them.
+    delimiters: list[int] = []
+    close = -1
+    for j in dashes[bisect.bisect_left(dashes, i):bisect.bisect_left(dashes, end)]:
+        line = lines[j]
+        if any(p.match(line) for p in enclosing):
+            raise _FastFallback  # an enclosing boundary before our close delimiter
+        m = own.match(line)
+        if m:
+            if m.group(2) or (delimiters and delimiters[-1] == j - 1):
+                raise _FastFallback  # transport padding, or an empty part
+            if m.group(1):
+                close = j
+                break
+            delimiters.append(j)
+    if close < 0 or not delimiters or delimiters[-1] == close - 1:
+        raise _FastFallback
+    part.preamble = b"\r\n".join(lines[i:delimiters[0]]) if delimiters[0] > i else None
+    part.children = []
+    bounds = delimiters + [close]
+    for k in range(len(delimiters)):
+        # No line between two delimiters matches this or an enclosing boundary (the scan
+        # above), so the part runs exactly from one delimiter to the next.
+        part.children.append(_f_part(lines, dashes, bounds[k] + 1, bounds[k + 1], inner,
+                                     "text/plain"))
+    # None: no line after the close delimiter (before the enclosing delimiter or the end).
+    part.epilogue = b"\r\n".join(lines[close + 1:end]) if close + 1 < end else None
+    return part
+
+
+def _f_display_parts(part: _FPart) -> Iterator[_FPart]:
+    if part.children is not None:
+        for sub in part.children:
+            yield from _f_display_parts(sub)
+    elif part.ctype in ("text/plain", "text/html") and part.disposition != "attachment":
+        yield part
+
+
+def _f_serialise(part: _FPart, out: list[bytes], nested: bool) -> None:
+    for name, value in part.headers:
+        out.append(name + b": " + value + b"\r\n")
+    out.append(b"\r\n")
+    if part.children is None:
+        out.append(part.payload)
+        return
+    if part.preamble is not None:
+        out.append(part.preamble + b"\r\n")
+    delimiter = b"--" + part.boundary
+    for k, sub in enumerate(part.children):
+        out.append((b"\r\n" if k else b"") + delimiter + b"\r\n")
+        _f_serialise(sub, out, True)
+    out.append(b"\r\n" + delimiter + b"--\r\n")
+    out.append(part.epilogue or b"")
+
+
+def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
+                  footer_text: str, footer_html: str, prefix: str) -> RewriteResult | None:
+    """The rewrite without the email package, or None when the full path must run."""
+    crlf = raw.count(b"\r\n")
+    if not raw.endswith(b"\r\n") or raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        return None
+    new_headers = [("List-Unsubscribe", f"<{url}>, <{mailto_url}>"),
+                   ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+    if reply_to is not None:
+        new_headers.append(("Reply-To", reply_to))
+    if not all(value.isascii() for _, value in new_headers):
+        return None
+    lines = raw[:-2].split(b"\r\n")
+    try:
+        dashes = [k for k, line in enumerate(lines) if line[:2] == b"--"]
+        msg = _f_part(lines, dashes, 0, len(lines), [], "text/plain")
+        if msg.children is None:
+            msg.payload += b"\r\n"  # the top-level body keeps its last line break
+        else:
+            # The parser keeps the top level's epilogue whole, its last line break too.
+            msg.epilogue = b"" if msg.epilogue is None else msg.epilogue + b"\r\n"
+        parts = list(_f_display_parts(msg))
+        if not parts:
+            return None
+        texts = []
+        for p in parts:
+            if p.cte not in _F_TEXT_CTES or any(
+                    n.lower() == b"content-transfer-encoding" and v != p.cte.encode()
+                    for n, v in p.headers):
+                return None  # get_payload() would not decode it as _cte() reads it
+            charset = p.params.get("charset", "us-ascii").lower() or "us-ascii"
+            if not charset.isascii():
+                return None
+            data = p.payload
+            if p.cte == "quoted-printable":
+                data = quopri.decodestring(data)
+            elif p.cte == "base64":
+                data, defects = _encoded_words.decode_b(b"".join(data.splitlines()))
+                if any(isinstance(d, DECODE_DEFECTS) for d in defects):
+                    return None
+            try:
+                text = data.decode(charset, "surrogateescape")
+                if "a=\n".encode(charset) != b"a=\n":
+                    return None
+            except (LookupError, ValueError):
+                return None
+            texts.append(_TextPart(None, text, charset, p.ctype == "text/html"))  # type: ignore[arg-type]
+        if any(_has_placeholder(t.text) for t in texts):
+            new_texts = []
+            for t in texts:
+                link = html.escape(url, quote=True) if t.is_html else url
+                new_texts.append(PLACEHOLDER.sub(lambda _m, link=link: link, t.text))
+        else:
+            new_texts = [_with_footer(t, footer_text, footer_html) for t in texts]
+        for p, t, new_text in zip(parts, texts, new_texts):
+            if new_text == t.text:
+                continue
+            data = new_text.encode(t.charset, "surrogateescape")
+            payload, cte = _encode_body(data, p.cte)
+            if cte != p.cte:
+                return None
+            encoded = payload.encode("ascii", "surrogateescape")
+            crlf = encoded.count(b"\r\n")
+            if encoded.count(b"\n") != crlf or encoded.count(b"\r") != crlf:
+                encoded = _F_NL.sub(b"\r\n", encoded)  # as the generator writes lines
+            p.payload = encoded
+    except (_FastFallback, UnicodeError):
+        return None
+    lower_prefix = prefix.lower().encode("ascii", "surrogateescape")
+    replaced = {name.lower().encode() for name, _ in new_headers}
+    headers = [(n, v) for n, v in msg.headers if not n.lower().startswith(lower_prefix)]
+    original_reply_to = None
+    if reply_to is not None:
+        original_reply_to = _f_raw_header(headers, b"reply-to") or \
+            _f_raw_header(headers, b"from")
+    headers = [(n, v) for n, v in headers if n.lower() not in replaced]
+    message_id = _f_raw_header(headers, b"message-id")
+    if not message_id:
+        return None
+    headers.extend((n.encode(), v.encode()) for n, v in new_headers)
+    msg.headers = headers
+    out: list[bytes] = []
+    _f_serialise(msg, out, False)
+    return RewriteResult(b"".join(out), False, original_reply_to, message_id)
+
+
+def _f_raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """`_raw_header` over the fast path's header list."""
+    for key, value in headers:
+        if key.lower() == name:
+            text = value.decode("ascii", "surrogateescape")
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return re.sub(r"\r?\n", "", text).strip() or None
+    return None

@@ -3,8 +3,10 @@
 Tokens are signed (a guess fails its MAC before any lookup), so brute force cannot
 succeed; the limit keeps a guesser from burning CPU and filling logs. Only bad links
 count: a client that got `BAD_LINKS_PER_WINDOW` 404s within `WINDOW_SECONDS` gets 429
-(with Retry-After) on these paths until the window has passed; a person opening their
-own valid link never counts. State is in memory, per process, bounded in size."""
+(with Retry-After) for further bad links until the window has passed. A link whose
+signature is valid always goes through, even from a limited address: behind a reverse
+proxy every client shares one address, and a guesser must never be able to stop people
+from unsubscribing. State is in memory, per process, bounded in size."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from collections import OrderedDict, deque
 
 from aiohttp import web
 
+from ..errors import TokenError
 from ..logs import event
-from .common import page
+from ..tokens import token_id_of
+from .common import page, runtime
 
 log = logging.getLogger("gateway.web.ratelimit")
 
@@ -74,7 +78,7 @@ async def limit_bad_links(request: web.Request, handler):
     limiter = request.app[LIMITER]
     client = request.remote or "?"
     wait = limiter.retry_after(client)
-    if wait is not None:
+    if wait is not None and not well_signed(request):
         response = page("try_again.html.j2", status=429)
         response.headers["Retry-After"] = str(int(wait + 0.999))
         return response
@@ -85,6 +89,16 @@ async def limit_bad_links(request: web.Request, handler):
             event(log, "bad_links_limited", logging.WARNING, client=client,
                   limit=limiter.limit, window=limiter.window)
     return response
+
+
+def well_signed(request: web.Request) -> bool:
+    """The link's token carries a valid signature (checked without the database)."""
+    token = request.path.split("/", 3)[2] if request.path.count("/") == 2 else ""
+    try:
+        token_id_of(token, runtime(request).settings.unsubscribe.secrets)
+    except TokenError:
+        return False
+    return True
 
 
 def install(app: web.Application) -> None:

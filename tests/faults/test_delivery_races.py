@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import make_settings
+from gwtest import make_settings
+
 from gateway.ledger.spool import Copy, Spool
 from gateway.mail.delivery import Delivery
 from gateway.runtime import Runtime

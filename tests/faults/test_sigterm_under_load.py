@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import aiosmtplib
 import pytest
-
-from gwtest import Sink, free_port
 from gwprocess import SMS_KEY, GatewayProcess, seed
+from gwtest import Sink, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -76,7 +75,7 @@ class Load:
                                      json={"to": number, "body": "Sale"}) as resp:
                     if resp.status == 202:
                         self.texts.append((await resp.json())["message_id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.05)
 
 

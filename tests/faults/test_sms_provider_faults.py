@@ -11,8 +11,8 @@ import uuid
 import aiohttp
 import pytest
 from aiohttp import web
-
 from gwtest import make_settings, seed
+
 from gateway import server
 from gateway.config import TwilioSettings, VonageSettings
 from gateway.sms import service
@@ -90,20 +90,18 @@ async def start_gateway(tmp_path, provider, monkeypatch):
 
 async def post_json(gw, body: dict) -> tuple[int, dict]:
     url = f"{gw.runtime.settings.http.public_url}/api/v1/sms"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(url, json=body,
-                             headers={"Authorization": "Bearer sk_news"}) as resp:
-            return resp.status, await resp.json()
+    async with aiohttp.ClientSession() as http, http.post(url, json=body,
+                         headers={"Authorization": "Bearer sk_news"}) as resp:
+        return resp.status, await resp.json()
 
 
 async def post_twilio(gw, fields: dict) -> tuple[int, dict]:
     url = (f"{gw.runtime.settings.http.public_url}/2010-04-01/Accounts/acme-news/"
            "Messages.json")
     auth = base64.b64encode(b"acme-news:sk_news").decode()
-    async with aiohttp.ClientSession() as http:
-        async with http.post(url, data=fields,
-                             headers={"Authorization": f"Basic {auth}"}) as resp:
-            return resp.status, await resp.json()
+    async with aiohttp.ClientSession() as http, http.post(url, data=fields,
+                         headers={"Authorization": f"Basic {auth}"}) as resp:
+        return resp.status, await resp.json()
 
 
 def assert_not_sent(gw, provider) -> None:

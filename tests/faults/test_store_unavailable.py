@@ -15,8 +15,8 @@ import subprocess
 import aiohttp
 import aiosmtplib
 import pytest
-
 from gwtest import SOFT_OPT_IN, Sink, free_port, make_settings, seed
+
 from gateway import server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -95,7 +95,7 @@ class Http:
             "unsubscribe": self.status("POST", self.links.pop(), data={"scope": "channel"}),
         }
         answers = await asyncio.gather(*calls.values())
-        return dict(zip(calls, answers))
+        return dict(zip(calls, answers, strict=True))
 
     async def health(self) -> int:
         return await self.status("GET", "/healthz")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 import pytest
-
 from gwtest import SOFT_OPT_IN, free_port, make_settings, seed
+
 from gateway import server
 
 pytestmark = pytest.mark.timeout(60)

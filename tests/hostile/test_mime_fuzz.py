@@ -22,10 +22,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from gwprocess import GatewayProcess, seed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from gwprocess import GatewayProcess, seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -221,7 +220,7 @@ def test_a_fuzzed_message_is_delivered_rewritten_or_clearly_refused(gateway, dat
     assert url, f"no unsubscribe URL in {unsubscribe!r}"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert len(msg.get_all("List-Unsubscribe")) == 1
-    assert not any(name.lower().startswith("x-gateway-") for name in msg.keys())
+    assert not any(name.lower().startswith("x-gateway-") for name in msg)
     if msg.get_content_type() in ("multipart/signed", "multipart/encrypted",
                                   "application/pkcs7-mime"):
         OUTCOMES["250 headers only (signed/encrypted)"] += 1
