@@ -85,7 +85,8 @@ class GatewayProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
-                stdout=log, stderr=log, cwd=self.tmp_path)
+                stdout=log, stderr=log, cwd=self.tmp_path,
+                env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # SIGABRT dumps stacks
         deadline = time.monotonic() + timeout
         pending = [self.smtp_port, self.http_port]
         while pending:
@@ -115,8 +116,11 @@ class GatewayProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            time.sleep(1)
             self.kill()
-            raise AssertionError(f"gateway ignored SIGTERM for {timeout}s") from None
+            raise AssertionError(f"gateway ignored SIGTERM for {timeout}s; stacks in "
+                                 f"{self.log}:\n{self.log_text()[-6000:]}") from None
 
     def log_text(self) -> str:
         return self.log.read_text("utf-8", "replace") if self.log.exists() else ""
