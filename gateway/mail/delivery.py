@@ -4,6 +4,7 @@ exponential back-off and jitter, bounce to the sender on permanent failure or ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -119,10 +120,8 @@ class Delivery:
                 self._backlog = True
                 next_at = await asyncio.to_thread(self.spool.next_due_at)
             wait = 1.0 if next_at is None else max(0.05, min(1.0, next_at - time.time()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     def _read_spool(self, limit: int, exclude: set[int]) -> tuple[list[QueuedCopy],
                                                                   float | None]:

@@ -87,7 +87,7 @@ def load_signer(domain: str, selector: str, private_key_file: str) -> DkimSigner
     try:
         pem = Path(private_key_file).read_bytes()
     except OSError as exc:
-        raise ConfigError("dkim.private_key_file", f"cannot read {private_key_file}: {exc}")
+        raise ConfigError("dkim.private_key_file", f"cannot read {private_key_file}: {exc}") from None
     try:
         return DkimSigner(domain, selector, pem)
     except DkimKeyError as exc:

@@ -33,8 +33,8 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email import errors as email_errors
 from email import _encoded_words, quoprimime
+from email import errors as email_errors
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from email.parser import BytesParser

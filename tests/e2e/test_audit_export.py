@@ -3,6 +3,7 @@ matches what the gateway really did for them."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -10,8 +11,8 @@ import json
 import aiohttp
 import aiosmtplib
 import pytest
-
 from gwtest import SOFT_OPT_IN, make_settings, seed
+
 from gateway import cli, server
 
 
@@ -28,10 +29,8 @@ async def send(gw, to: str, message_id: str):
             f"\r\n\r\nhello\r\n").encode()
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
         await client.login("acme-news", "news-pass")
-        try:
+        with contextlib.suppress(aiosmtplib.SMTPResponseException):
             await client.sendmail("news@acme.test", [to], data)
-        except aiosmtplib.SMTPResponseException:
-            pass
 
 
 async def test_audit_trail_lists_evidence_opt_out_and_every_decision_with_its_message(

@@ -15,8 +15,8 @@ from collections import Counter
 
 import aiosmtplib
 import pytest
-
 from gwtest import BASE_TOML, free_port
+
 from gateway.ledger import Ledger, parse_evidence
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def start_gateway(config_path, smtp_port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode())
+                raise AssertionError(proc.stderr.read().decode()) from None
             time.sleep(0.05)
     proc.kill()
     raise AssertionError("gateway did not start")

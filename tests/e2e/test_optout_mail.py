@@ -10,8 +10,8 @@ import smtplib
 
 import aiosmtplib
 import pytest
-
 from gwtest import SOFT_OPT_IN, make_settings, seed
+
 from gateway import server
 
 ORIGINAL = (b"From: Acme News <news@acme.test>\r\nTo: jane@example.com\r\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiosmtplib
 import dkim
 import pytest
-
 from gwtest import SOFT_OPT_IN, make_settings, seed
+
 from gateway import server
 from gateway.mail.rewrite import UnrewritableMessage, rewrite_for_recipient
 
@@ -85,7 +85,7 @@ async def test_corpus_message_is_delivered_with_its_opt_out_or_refused(gw, sink,
     copy = email.message_from_bytes(data, policy=email.policy.default)
     assert not copy.defects or outcome == "headers_only"
     url = re.findall(r"<(http[^>]+)>", copy["List-Unsubscribe"])[0]
-    assert not any(k.lower().startswith("x-gateway-") for k in copy.keys())
+    assert not any(k.lower().startswith("x-gateway-") for k in copy)
     if outcome == "rewritten":
         bodies = [p for p in copy.walk() if p.get_content_type() in ("text/plain", "text/html")
                   and not p.is_attachment()]

@@ -11,8 +11,8 @@ import subprocess
 
 import aiosmtplib
 import pytest
+from gwtest import SOFT_OPT_IN, make_settings, seed
 
-from gwtest import SOFT_OPT_IN, free_port, make_settings, seed
 from gateway import server
 
 PLAIN = (b"From: Acme News <news@acme.test>\r\nTo: {to}\r\nSubject: Spring offers\r\n"
