@@ -17,7 +17,7 @@ import re
 from ..config import Stream
 from ..policy import Decision
 from ..runtime import Runtime
-from ..templating import render
+from ..templating import environment, render
 from . import keywords
 from .segments import Segments
 
@@ -48,6 +48,24 @@ def segment_warnings(before: Segments, after: Segments) -> list[str]:
     return [warning]
 
 
+# (template object, stop_text) -> rendered line. get_template answers a new object when
+# the file changed, so an edited template is rendered afresh.
+_STOP_LINES: dict[tuple[int, str], tuple[object, str]] = {}
+
+
+def _stop_line(stop_text: str) -> str:
+    template = environment().get_template("sms_stop_text.txt.j2")
+    key = (id(template), stop_text)
+    cached = _STOP_LINES.get(key)
+    if cached is not None and cached[0] is template:
+        return cached[1]
+    line = template.render(stop_text=stop_text).strip()
+    if len(_STOP_LINES) >= 64:
+        _STOP_LINES.clear()
+    _STOP_LINES[key] = (template, line)
+    return line
+
+
 async def opt_out_line(rt: Runtime, stream: Stream, decision: Decision, *, to: str,
                        from_: str, body: str, message_id: str) -> str | None:
     """The line to append to `body`, or None when it needs none (see module docstring)."""
@@ -56,7 +74,7 @@ async def opt_out_line(rt: Runtime, stream: Stream, decision: Decision, *, to: s
     if not is_alphanumeric_sender(from_):
         if keywords.carries_opt_out_instruction(body):
             return None
-        return render("sms_stop_text.txt.j2", stop_text=rt.settings.sms.stop_text).strip()
+        return _stop_line(rt.settings.sms.stop_text)
     if keywords.carries_opt_out_link(body):
         return None
     token, record = rt.tokens.issue(org=stream.org, channel="sms", address=to,

@@ -119,6 +119,20 @@ def new_message_id() -> str:
     return "SM" + uuid.uuid4().hex
 
 
+@functools.lru_cache(maxsize=8192)
+def _recipient_form(number: str, region: str) -> str:
+    """`normalise_phone`, cached: a pure function of its input, and recipients repeat.
+    An invalid number raises (and is not cached)."""
+    return normalise_phone(number, region)
+
+
+def _normalised_recipient(number: str, region: str) -> str:
+    # Only short input is cached, so odd input cannot fill the cache with big strings.
+    if len(number) <= 32:
+        return _recipient_form(number, region)
+    return normalise_phone(number, region)
+
+
 @functools.lru_cache(maxsize=1024)
 def _sender_form(sender: str, region: str) -> str:
     """A sender as compared with sms_from: E.164 when it is a number, else as written."""
@@ -135,6 +149,19 @@ class Relay:
         self.rt = rt
         self.provider = provider
         self.callback_url = callback_url
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, remembered: prometheus answers the same child for the
+        same labels, so asking once per label set is enough."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None or found[0] is not metric:
+            found = (metric, metric.labels(*labels))
+            if len(self._children) >= 256:
+                self._children.clear()
+            self._children[key] = found
+        return found[1]
 
     # -- who is asking ------------------------------------------------------------------
 
@@ -177,7 +204,7 @@ class Relay:
                                "expected an http(s) URL", 21609)
         region = self.region(stream)
         try:
-            to = normalise_phone(req.to, region)
+            to = _normalised_recipient(req.to, region)
         except InvalidAddress as exc:
             raise TextRejected("invalid_number", "to", exc.reason, 21211) from None
         return Prepared(to, self.sender(stream, req.from_, region), req.body)
@@ -224,7 +251,7 @@ class Relay:
         decision = verdict.decision
         monitor = self.rt.settings.gateway.monitor
         outcome = "would_block" if not decision.allowed and monitor else decision.outcome
-        self.rt.metrics.decisions.labels("sms", outcome, decision.reason).inc()
+        self._child(self.rt.metrics.decisions, "sms", outcome, decision.reason).inc()
         if not verdict.deliver:
             event(log, "sms_blocked", stream=stream.id, message_id=message_id,
                   reason=decision.reason, to=mask(text.to))
@@ -235,7 +262,10 @@ class Relay:
                                   body=text.body, message_id=message_id)
         body = compose(text.body, line)
         segments = measure(body)
-        warnings += segment_warnings(measure(text.body), segments)
+        if body is not text.body and segments.segments > 1:
+            # Without an added line, or when the whole text fits in one segment, the
+            # opt-out line cannot have added a segment: no second measurement needed.
+            warnings += segment_warnings(measure(text.body), segments)
         callback = self.callback_url(stream, req.status_callback) if req.status_callback \
             else None
         outbound = OutboundSms(text.to, text.from_, body, callback, message_id)
@@ -265,7 +295,8 @@ class Relay:
                   message_id=message_id, provider=name, status=exc.status, code=exc.code)
             raise
         finally:
-            self.rt.metrics.provider_latency.labels(name).observe(time.monotonic() - started)
+            self._child(self.rt.metrics.provider_latency, name).observe(
+                time.monotonic() - started)
         self.rt.note("sms_provider", True)
         return result
 

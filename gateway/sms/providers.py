@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -56,6 +56,7 @@ TWILIO_UNSUBSCRIBED = "21610"
 VONAGE_BARRED = "7"
 VONAGE_RETRYABLE = frozenset({"1", "5", "10"})
 MAX_BACKOFF_SECONDS = 30.0
+_FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @dataclass(frozen=True)
@@ -199,9 +200,13 @@ class _HttpProvider:
         self, url: str, form: dict[str, str], headers: dict[str, str] | None = None
     ) -> tuple[int, str]:
         """POST `form`; connection errors and timeouts become retryable ProviderErrors."""
+        # Encoded here, as aiohttp's FormData would (urlencoded UTF-8), but without its
+        # per-request machinery.
+        body = urlencode(form, doseq=True, encoding="utf-8").encode()
+        headers = {**headers, **_FORM_HEADERS} if headers else _FORM_HEADERS
         try:
             async with self._session_factory().post(
-                url, data=form, headers=headers, timeout=self._timeout
+                url, data=body, headers=headers, timeout=self._timeout
             ) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
