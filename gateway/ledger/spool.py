@@ -4,7 +4,6 @@ bounced. Its own SQLite file (WAL, synchronous=FULL: each commit is fsync'd), so
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreUnavailable
-from .store import HEALTH_WAIT_SECONDS
+from .store import can_write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -249,17 +248,5 @@ class Spool:
         return row[0] if row else None
 
     def healthy(self) -> bool:
-        """A write transaction can start now; the probe waits HEALTH_WAIT_SECONDS at most."""
-        if not self._lock.acquire(timeout=HEALTH_WAIT_SECONDS):
-            return False
-        try:
-            self.conn.execute(f"PRAGMA busy_timeout={int(HEALTH_WAIT_SECONDS * 1000)}")
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("ROLLBACK")
-            return True
-        except sqlite3.Error:
-            return False
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("PRAGMA busy_timeout=5000")
-            self._lock.release()
+        """The spool's disk has room and a write transaction can start now."""
+        return can_write(self.conn, self._lock, self.path)

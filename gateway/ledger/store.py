@@ -71,6 +71,27 @@ HEALTH_WAIT_SECONDS = 0.5
 MIN_FREE_BYTES = 1 << 20
 
 
+def can_write(conn: sqlite3.Connection, lock, path: Path) -> bool:
+    """Health probe shared by the ledger and the spool: the disk has room and a write
+    transaction can start within HEALTH_WAIT_SECONDS, so it answers quickly even while
+    writes are stuck behind a lock."""
+    if shutil.disk_usage(path.parent).free < MIN_FREE_BYTES:
+        return False
+    if not lock.acquire(timeout=HEALTH_WAIT_SECONDS):
+        return False
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(HEALTH_WAIT_SECONDS * 1000)}")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA busy_timeout=5000")
+        lock.release()
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -168,23 +189,8 @@ class Ledger:
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def healthy(self) -> bool:
-        """The store can start a write transaction now (within HEALTH_WAIT_SECONDS) and its
-        disk has room: a probe answers quickly even while writes are stuck."""
-        if shutil.disk_usage(self.path.parent).free < MIN_FREE_BYTES:
-            return False
-        if not self._lock.acquire(timeout=HEALTH_WAIT_SECONDS):
-            return False
-        try:
-            self.conn.execute(f"PRAGMA busy_timeout={int(HEALTH_WAIT_SECONDS * 1000)}")
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("ROLLBACK")
-            return True
-        except sqlite3.Error:
-            return False
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("PRAGMA busy_timeout=5000")
-            self._lock.release()
+        """The store can start a write transaction now and its disk has room."""
+        return can_write(self.conn, self._lock, self.path)
 
     # -- evidence -----------------------------------------------------------------------
 
