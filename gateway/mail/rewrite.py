@@ -57,7 +57,10 @@ class _SourcePolicy(EmailPolicy):
         # A rewrite fetches each MIME header ~10 times (get_content_type, get_param, the
         # generator...) and the stock policy parses it again each time: ~75 % of the
         # rewrite's CPU. Parsed headers are immutable, so equal (name, value) share one.
-        if not hasattr(value, "name") and len(value) <= _MAX_CACHED_HEADER:
+        # Only MIME structure headers repeat across messages; caching per-message ones
+        # (Message-ID, To, Date) would only fill the cache.
+        if (not hasattr(value, "name") and len(value) <= _MAX_CACHED_HEADER
+                and name[:8].lower() in ("content-", "mime-ver")):
             return _parsed_header(self, name, value)
         return super().header_fetch_parse(name, value)
 
