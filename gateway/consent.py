@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from .config import Settings, Stream
-from .ledger import DecisionRecord, Ledger
-from .policy import NATURES, PURPOSES, Decision, MessageContext, OrgPolicy, decide
+from .ledger import DecisionRecord, Ledger, TokenRecord
+from .policy import NATURES, PURPOSES, Decision, MessageContext, OrgPolicy, decide, reasons
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class Verdict:
     deliver: bool  # False only when enforcing a block
     decision_id: int
 
+    @property
+    def outcome(self) -> str:
+        """allowed, blocked, or would_block (a block in monitor mode): as recorded."""
+        if self.decision.allowed:
+            return "allowed"
+        return "blocked" if not self.deliver else "would_block"
+
 
 class ConsentService:
     """Decides for one recipient and appends the decision to the audit log."""
@@ -53,6 +61,7 @@ class ConsentService:
     def __init__(self, settings: Settings, ledger: Ledger):
         self.settings = settings
         self.ledger = ledger
+        self._token_lock = threading.Lock()
 
     def org_policy(self, org_id: str) -> OrgPolicy:
         # An unknown org has no evidence and the strictest type: it can only be blocked.
@@ -69,12 +78,40 @@ class ConsentService:
 
     def decide(self, c: Classification, channel: str, address: str,
                message_id: str | None = None) -> Verdict:
-        """Decide and record. In monitor mode a block is recorded as would_block and the
-        message is delivered anyway."""
-        decision = self.evaluate(c, channel, address)
+        """Decide and record."""
+        return self.record(c, channel, address, self.evaluate(c, channel, address), message_id)
+
+    def record(self, c: Classification, channel: str, address: str, decision: Decision,
+               message_id: str | None = None) -> Verdict:
+        """Append a decision made by `evaluate` to the audit log. In monitor mode a block
+        is recorded as would_block and the message is delivered anyway."""
         mode = self.settings.gateway.mode
         decision_id = self.ledger.record_decision(decision, DecisionRecord(
             org=c.org, channel=channel, address=address, stream=c.stream, purpose=c.purpose,
             nature=c.nature, category=c.category, message_id=message_id, mode=mode,
         ))
         return Verdict(decision, decision.allowed or mode == "monitor", decision_id)
+
+    def still_opted_out(self, record: TokenRecord) -> bool:
+        """Does the opt-out a token led to still hold? False once the person has opted in
+        again (or given new consent): then an old link must work once more."""
+        c = Classification(org=record.org, stream=record.stream, purpose="marketing",
+                           nature="commercial", category=None)
+        return self.evaluate(c, record.channel, record.address).reason == reasons.OPTED_OUT
+
+    def opt_out_by_token(self, record: TokenRecord, *, method: str, client: str | None,
+                         channel: str | None = None, source: str | None = None
+                         ) -> tuple[bool, dict | None]:
+        """Record the opt-out a token asks for, once: (True, None) when recorded now,
+        (False, the earlier opt-out) when this token's opt-out is still in force. Every
+        way in (page, one-click, mailto, reply) goes through here, serialised so that
+        racing requests for one token leave one row."""
+        with self._token_lock:
+            existing = self.ledger.opt_out_for_token(record.id)
+            if existing is not None and self.still_opted_out(record):
+                return False, existing
+            self.ledger.record_opt_out(
+                record.org, channel or record.channel, record.address,
+                source=source or f"unsubscribe {method}", method=method,
+                message_id=record.message_id, client=client, token=record.id)
+            return True, None

@@ -14,8 +14,9 @@ from email.utils import getaddresses
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..config import Stream
+from ..consent import classify
 from ..errors import InvalidAddress, StoreUnavailable, TokenError
-from ..ledger import DecisionRecord, TokenRecord, normalise_email
+from ..ledger import TokenRecord, normalise_email
 from ..ledger.spool import Copy, QueuedCopy, Spool
 from ..logs import event
 from ..runtime import Runtime
@@ -172,8 +173,6 @@ class GatewayHandler:
 
     async def _decide_at_rcpt(self, stream: Stream, address: str) -> str | None:
         """Without header overrides the decision is certain at RCPT: refuse blocks now."""
-        from ..consent import classify
-
         c = classify(stream)
         decision = await asyncio.to_thread(self.rt.consent.evaluate, c, "email", address)
         if decision.allowed or self.settings.gateway.monitor:
@@ -183,13 +182,8 @@ class GatewayHandler:
 
     def _record(self, c, decisions, message_id) -> None:
         for address, decision in decisions:
-            self.rt.ledger.record_decision(decision, DecisionRecord(
-                org=c.org, channel="email", address=address, stream=c.stream,
-                purpose=c.purpose, nature=c.nature, category=c.category,
-                message_id=message_id, mode=self.settings.gateway.mode))
-            self.rt.metrics.decisions.labels(
-                "email", "would_block" if not decision.allowed and self.settings.gateway.monitor
-                else decision.outcome, decision.reason).inc()
+            verdict = self.rt.consent.record(c, "email", address, decision, message_id)
+            self.rt.metrics.decisions.labels("email", verdict.outcome, decision.reason).inc()
 
     async def handle_DATA(self, server, session, envelope):
         tx = _tx(envelope)
@@ -285,15 +279,9 @@ class GatewayHandler:
         return copies
 
     async def _opt_out(self, record: TokenRecord, token: str, method: str, client: str) -> None:
-        def write() -> bool:
-            if self.rt.ledger.opt_out_for_token(record.id):
-                return False
-            self.rt.ledger.record_opt_out(record.org, record.channel, record.address,
-                                          source=f"{method} to the mailto address",
-                                          method=method, message_id=record.message_id,
-                                          client=client, token=record.id)
-            return True
-
-        if await asyncio.to_thread(write):
+        recorded, _ = await asyncio.to_thread(
+            self.rt.consent.opt_out_by_token, record, method=method, client=client,
+            source=f"{method} to the mailto address")
+        if recorded:
             self.rt.metrics.opt_outs.labels(record.channel, method).inc()
             event(log, "opt_out", method=method, org=record.org, message_id=record.message_id)

@@ -249,9 +249,7 @@ class Relay:
         verdict = await asyncio.to_thread(self.rt.consent.decide, c, "sms", text.to,
                                           message_id)
         decision = verdict.decision
-        monitor = self.rt.settings.gateway.monitor
-        outcome = "would_block" if not decision.allowed and monitor else decision.outcome
-        self._child(self.rt.metrics.decisions, "sms", outcome, decision.reason).inc()
+        self._child(self.rt.metrics.decisions, "sms", verdict.outcome, decision.reason).inc()
         if not verdict.deliver:
             event(log, "sms_blocked", stream=stream.id, message_id=message_id,
                   reason=decision.reason, to=mask(text.to))

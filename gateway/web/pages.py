@@ -15,11 +15,10 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..consent import Classification
 from ..errors import StoreUnavailable, TokenError
 from ..ledger import TokenRecord, mask
 from ..logs import event
-from ..policy import ALL_CHANNELS, reasons
+from ..policy import ALL_CHANNELS
 from ..runtime import Runtime
 from . import status
 from .common import page, runtime
@@ -28,17 +27,12 @@ log = logging.getLogger("gateway.web.pages")
 
 routes = web.RouteTableDef()
 
-# Serialises check-then-record, so a mail client's one-click POST racing a person's click
-# still leaves one opt-out row.
-RECORDING = web.AppKey("unsubscribe_recording", asyncio.Lock)
-
 ONE_CLICK_FIELD = "List-Unsubscribe"  # RFC 8058: body "List-Unsubscribe=One-Click"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[None]]:
     """Add the unsubscribe and status routes; nothing runs in the background."""
-    app[RECORDING] = asyncio.Lock()
     app.add_routes(routes)
     app.add_routes(status.routes)
 
@@ -57,19 +51,10 @@ def org_name(rt: Runtime, record: TokenRecord) -> str:
     return org.name if org else record.org
 
 
-def still_opted_out(rt: Runtime, record: TokenRecord) -> bool:
-    """True unless the person has since opted in again (or given new consent): then an old
-    link must work once more. The rules engine answers, so "opted in" means what it means
-    everywhere else."""
-    c = Classification(org=record.org, stream=record.stream, purpose="marketing",
-                       nature="commercial", category=None)
-    return rt.consent.evaluate(c, record.channel, record.address).reason == reasons.OPTED_OUT
-
-
 def already_unsubscribed(rt: Runtime, record: TokenRecord) -> dict | None:
     """The opt-out this token already recorded, if it is still in force."""
     existing = rt.ledger.opt_out_for_token(record.id)
-    if existing is None or not still_opted_out(rt, record):
+    if existing is None or not rt.consent.still_opted_out(record):
         return None
     return existing
 
@@ -135,18 +120,15 @@ async def unsubscribe(request: web.Request) -> web.Response:
     method = "one-click" if one_click else "link"
     channel = ALL_CHANNELS if fields.get("scope") == "all" else record.channel
     try:
-        async with request.app[RECORDING]:
-            existing = await asyncio.to_thread(already_unsubscribed, rt, record)
-            if existing is not None:
-                return confirmation(rt, record, existing["channel"], already=True)
-            await asyncio.to_thread(
-                rt.ledger.record_opt_out, record.org, channel, record.address,
-                source=f"unsubscribe {method}", method=method,
-                message_id=record.message_id, client=request.remote, token=record.id)
+        recorded, existing = await asyncio.to_thread(
+            rt.consent.opt_out_by_token, record, method=method, client=request.remote,
+            channel=channel)
     except StoreUnavailable as exc:
         event(log, "opt_out_not_recorded", org=record.org, channel=channel, method=method,
               error=str(exc))
         return page("try_again.html.j2", status=503)
+    if not recorded:
+        return confirmation(rt, record, existing["channel"], already=True)
     rt.metrics.opt_outs.labels(channel, method).inc()
     event(log, "opt_out", org=record.org, channel=channel, method=method)
     return confirmation(rt, record, channel, already=False)
