@@ -126,3 +126,11 @@ async def test_reply_handling_off_leaves_reply_to_alone(tmp_path, sink):
         seed(gw.runtime, address="jane@example.com", **SOFT_OPT_IN)
         copy = await deliver_marketing(gw, sink)
         assert str(copy["Reply-To"]) == "Acme Team <team@acme.test>"
+
+
+async def test_a_second_mail_to_the_unsubscribe_address_records_nothing_new(gw, sink):
+    copy = await deliver_marketing(gw, sink)
+    mailto = re.findall(r"<mailto:([^>]+)>", copy["List-Unsubscribe"])[0]
+    await anonymous_send(gw, mailto, b"Subject: unsubscribe\r\n\r\n")
+    await anonymous_send(gw, mailto, b"Subject: unsubscribe again\r\n\r\n")
+    assert [r["method"] for r in opt_outs(gw)] == ["mailto"]
