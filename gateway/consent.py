@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
+from .ledger.writer import Writer, Writes
 from .policy import NATURES, PURPOSES, Decision, MessageContext, OrgPolicy, decide, reasons
 
 
@@ -58,9 +59,10 @@ class Verdict:
 class ConsentService:
     """Decides for one recipient and appends the decision to the audit log."""
 
-    def __init__(self, settings: Settings, ledger: Ledger):
+    def __init__(self, settings: Settings, ledger: Ledger, writer: Writer | None = None):
         self.settings = settings
         self.ledger = ledger
+        self.writer = writer or Writer(ledger)
         self._token_lock = threading.Lock()
 
     def org_policy(self, org_id: str) -> OrgPolicy:
@@ -81,16 +83,39 @@ class ConsentService:
         """Decide and record."""
         return self.record(c, channel, address, self.evaluate(c, channel, address), message_id)
 
+    async def adecide(self, c: Classification, channel: str, address: str,
+                      message_id: str | None = None) -> Verdict:
+        """`decide` from the event loop: the lookup here (an indexed read, no lock), the
+        record through the writer (batched with other requests' writes)."""
+        return await self.arecord(c, channel, address, self.evaluate(c, channel, address),
+                                  message_id)
+
+    def entry(self, c: Classification, channel: str, address: str, decision: Decision,
+              message_id: str | None = None) -> tuple[Decision, DecisionRecord]:
+        """A decision made by `evaluate` as the ledger records it (see `Writes`)."""
+        return decision, DecisionRecord(
+            org=c.org, channel=channel, address=address, stream=c.stream, purpose=c.purpose,
+            nature=c.nature, category=c.category, message_id=message_id,
+            mode=self.settings.gateway.mode)
+
+    def verdict(self, decision: Decision, decision_id: int) -> Verdict:
+        """In monitor mode a block is recorded as would_block and delivered anyway."""
+        return Verdict(decision, decision.allowed or self.settings.gateway.monitor,
+                       decision_id)
+
     def record(self, c: Classification, channel: str, address: str, decision: Decision,
                message_id: str | None = None) -> Verdict:
-        """Append a decision made by `evaluate` to the audit log. In monitor mode a block
-        is recorded as would_block and the message is delivered anyway."""
-        mode = self.settings.gateway.mode
-        decision_id = self.ledger.record_decision(decision, DecisionRecord(
-            org=c.org, channel=channel, address=address, stream=c.stream, purpose=c.purpose,
-            nature=c.nature, category=c.category, message_id=message_id, mode=mode,
-        ))
-        return Verdict(decision, decision.allowed or mode == "monitor", decision_id)
+        """Append a decision made by `evaluate` to the audit log."""
+        ids = self.ledger.write_batch(
+            decisions=[self.entry(c, channel, address, decision, message_id)])
+        return self.verdict(decision, ids[0])
+
+    async def arecord(self, c: Classification, channel: str, address: str,
+                      decision: Decision, message_id: str | None = None) -> Verdict:
+        """`record` from the event loop, through the writer."""
+        written = await self.writer.write(
+            Writes(decisions=[self.entry(c, channel, address, decision, message_id)]))
+        return self.verdict(decision, written.decision_ids[0])
 
     def still_opted_out(self, record: TokenRecord) -> bool:
         """Does the opt-out a token led to still hold? False once the person has opted in

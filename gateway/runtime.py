@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .consent import ConsentService
 from .ledger import Ledger
+from .ledger.writer import Writer
 from .metrics import Metrics
 from .tokens import TokenBook
 
@@ -35,7 +36,13 @@ class Runtime:
                    consent=ConsentService(settings, ledger),
                    tokens=TokenBook(ledger, settings.unsubscribe.secrets))
 
+    @property
+    def writer(self) -> Writer:
+        """The batching writer of the hot paths (the consent service's)."""
+        return self.consent.writer
+
     def close(self) -> None:
+        self.consent.writer.close()
         self.ledger.close()
 
     def unsubscribe_url(self, token: str) -> str:

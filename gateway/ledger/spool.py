@@ -7,12 +7,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreUnavailable
-from .store import can_write
+from .store import ROWS_PER_STATEMENT, can_write, insert_rows, next_ids
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -54,6 +54,22 @@ class QueuedCopy:
     copy: Copy
     created_at: float
     attempts: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What became of one delivery attempt: `status` delivered, bounced or dropped (done),
+    or queued with `retry_at` (deferred)."""
+
+    spool_id: int
+    status: str
+    detail: str | None = None
+    retry_at: float | None = None
+
+    @property
+    def result(self) -> str:
+        """The delivery log's word for it."""
+        return "deferred" if self.status == "queued" else self.status
 
 
 class _Write:
@@ -146,22 +162,43 @@ class Spool:
     def enqueue(self, copies: Iterable[Copy]) -> list[QueuedCopy]:
         """`put`, answering the queued copies as `due` would read them back (so delivery
         can take them at once, without reading the spool)."""
+        return self.write_batch(list(copies), ())
+
+    def write_batch(self, copies: Sequence[Copy], finishes: Sequence[Finish]
+                    ) -> list[QueuedCopy]:
+        """New copies and finished attempts in one committed (fsync'd) transaction, one
+        statement each whatever their number. Returns the new copies as queued."""
         now = time.time()
-        items = list(copies)
 
-        def insert(conn: sqlite3.Connection) -> list[int]:
-            ids = []
-            for c in items:
-                cur = conn.execute(
-                    "INSERT INTO spool (kind, message_id, stream, org, mail_from, rcpt, data, "
-                    "created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (c.kind, c.message_id, c.stream, c.org, c.mail_from, c.rcpt, c.data,
-                     now, now))
-                ids.append(int(cur.lastrowid))
-            return ids
+        def write(conn: sqlite3.Connection) -> list[int]:
+            ids = next_ids(conn, "spool", len(copies)) if copies else range(0)
+            insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, mail_from, "
+                        "rcpt, data, created_at, next_attempt_at) VALUES ", [
+                            (i, c.kind, c.message_id, c.stream, c.org, c.mail_from, c.rcpt,
+                             c.data, now, now) for i, c in zip(ids, copies)])
+            if finishes:
+                self._finish_rows(conn, finishes, now)
+            return list(ids)
 
-        ids = self._tx(insert)
-        return [QueuedCopy(i, c, now, 0) for i, c in zip(ids, items)]
+        ids = self._tx(write)
+        return [QueuedCopy(i, c, now, 0) for i, c in zip(ids, copies)]
+
+    @staticmethod
+    def _finish_rows(conn: sqlite3.Connection, finishes: Sequence[Finish], now: float) -> None:
+        for start in range(0, len(finishes), ROWS_PER_STATEMENT):
+            part = finishes[start:start + ROWS_PER_STATEMENT]
+            values = ",".join(["(?,?,?,?)"] * len(part))
+            conn.execute(
+                "UPDATE spool SET status = v.column2, last_error = v.column3, "  # noqa: S608
+                "next_attempt_at = COALESCE(v.column4, next_attempt_at), "
+                "finished_at = CASE WHEN v.column2 = 'queued' THEN finished_at ELSE ? END, "
+                "attempts = attempts + 1, "
+                "data = CASE WHEN v.column2 = 'delivered' THEN x'' ELSE data END "
+                f"FROM (VALUES {values}) AS v "
+                "WHERE spool.id = v.column1",
+                [now] + [x for f in part for x in (f.spool_id, f.status, f.detail, f.retry_at)])
+        insert_rows(conn, "INSERT INTO delivery_log (spool_id, at, result, detail) VALUES ",
+                    [(f.spool_id, now, f.result, f.detail) for f in finishes])
 
     def due(self, limit: int, exclude: set[int], now: float | None = None) -> list[QueuedCopy]:
         """Queued copies whose next attempt is due, oldest first."""
@@ -185,39 +222,21 @@ class Spool:
                                     "WHERE status = 'queued'").fetchone()
         return row[0]
 
-    def _finish(self, spool_id: int, status: str, result: str, detail: str | None) -> None:
-        now = time.time()
-
-        def update(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE spool SET status = ?, finished_at = ?, last_error = ?, "
-                         "attempts = attempts + 1, data = CASE WHEN ? = 'delivered' "
-                         "THEN x'' ELSE data END WHERE id = ?",
-                         (status, now, detail, status, spool_id))
-            conn.execute("INSERT INTO delivery_log (spool_id, at, result, detail) "
-                         "VALUES (?,?,?,?)", (spool_id, now, result, detail))
-
-        self._tx(update)
+    def finish(self, *finishes: Finish) -> None:
+        self.write_batch((), finishes)
 
     def delivered(self, spool_id: int, detail: str = "") -> None:
-        self._finish(spool_id, "delivered", "delivered", detail)
+        self.finish(Finish(spool_id, "delivered", detail))
 
     def bounced(self, spool_id: int, detail: str) -> None:
-        self._finish(spool_id, "bounced", "bounced", detail)
+        self.finish(Finish(spool_id, "bounced", detail))
 
     def dropped(self, spool_id: int, detail: str) -> None:
         """A failed bounce (null sender): nobody left to tell; kept for the log."""
-        self._finish(spool_id, "dropped", "dropped", detail)
+        self.finish(Finish(spool_id, "dropped", detail))
 
     def retry_later(self, spool_id: int, at: float, detail: str) -> None:
-        now = time.time()
-
-        def update(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, "
-                         "last_error = ? WHERE id = ?", (at, detail, spool_id))
-            conn.execute("INSERT INTO delivery_log (spool_id, at, result, detail) "
-                         "VALUES (?,?,?,?)", (spool_id, now, "deferred", detail))
-
-        self._tx(update)
+        self.finish(Finish(spool_id, "queued", detail, at))
 
     def stats(self) -> dict:
         """Depth, oldest queued, and recent failures, for /status and /metrics."""

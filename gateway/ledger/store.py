@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +96,30 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+# Rows per multi-row INSERT: well inside SQLite's 32,766 bound variables at 16 columns.
+ROWS_PER_STATEMENT = 500
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple]) -> None:
+    """INSERT many rows with one statement per ROWS_PER_STATEMENT rows (`head` ends with
+    VALUES). One statement is one step: a writer thread gives up the GIL once per
+    statement, not once per row as executemany does."""
+    if not rows:
+        return
+    group = "(" + ",".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start:start + ROWS_PER_STATEMENT]
+        conn.execute(head + ",".join([group] * len(part)), [v for row in part for v in row])
+
+
+def next_ids(conn: sqlite3.Connection, table: str, n: int) -> range:
+    """Ids for `n` new rows of `table` (INTEGER PRIMARY KEY), inside a write transaction:
+    given explicitly so a multi-row INSERT knows which row got which."""
+    top = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}"  # noqa: S608 - our names
+                       ).fetchone()[0]
+    return range(top + 1, top + 1 + n)
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -128,8 +152,25 @@ class DecisionRecord:
     mode: str
 
 
+DECISION_INSERT = (
+    "INSERT INTO decisions (id, at, org, stream, channel, address, purpose, nature, category, "
+    "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation) VALUES ")
+
+
+def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionRecord) -> tuple:
+    outcome = decision.outcome
+    if not decision.allowed and what.mode == "monitor":
+        outcome = "would_block"
+    return (decision_id, at, what.org, what.stream, what.channel, what.address, what.purpose,
+            what.nature, what.category, int(decision.allowed), outcome, decision.reason,
+            decision.evidence_id, what.message_id, what.mode, decision.ruleset,
+            decision.explanation)
+
+
 class Ledger:
-    """Thread-safe handle on the ledger database; calls are short and serialised."""
+    """Thread-safe handle on the ledger database. Writes share one connection and are
+    serialised; reads use a connection of their own thread's (WAL: a read never waits for
+    a write), so the event loop can look a person up while a writer thread commits."""
 
     def __init__(self, data_dir: Path | str, filename: str = "ledger.db"):
         path = Path(data_dir)
@@ -147,10 +188,32 @@ class Ledger:
         conn.executescript(SCHEMA)
         self.conn = conn
         self._failing_until = 0.0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
             self.conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (made on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
+                                       isolation_level=None)
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA query_only=1")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -182,11 +245,10 @@ class Ledger:
                 raise self._unavailable(exc) from exc
             return int(cur.lastrowid or 0)
 
-    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cur = self.conn.execute(sql, tuple(params))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        cur = self._reader().execute(sql, tuple(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def healthy(self) -> bool:
         """The store can start a write transaction now and its disk has room."""
@@ -304,19 +366,31 @@ class Ledger:
     # -- decisions ----------------------------------------------------------------------
 
     def record_decision(self, decision: Decision, what: DecisionRecord) -> int:
-        """Append one decision to the audit log."""
-        outcome = decision.outcome
-        if not decision.allowed and what.mode == "monitor":
-            outcome = "would_block"
-        return self._write(
-            "INSERT INTO decisions (at, org, stream, channel, address, purpose, nature, "
-            "category, allowed, outcome, reason, evidence_id, message_id, mode, ruleset, "
-            "explanation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (now_iso(), what.org, what.stream, what.channel, what.address, what.purpose,
-             what.nature, what.category, int(decision.allowed), outcome, decision.reason,
-             decision.evidence_id, what.message_id, what.mode, decision.ruleset,
-             decision.explanation),
-        )
+        """Append one decision to the audit log; returns its id."""
+        return self.write_batch(decisions=[(decision, what)])[0]
+
+    def write_batch(self, tokens: Sequence[TokenRecord] = (),
+                    decisions: Sequence[tuple[Decision, DecisionRecord]] = ()) -> list[int]:
+        """Tokens and decisions in one transaction, one statement per table (a batch of
+        many messages' writes costs what one message's does). Returns the decisions' ids,
+        in order. StoreUnavailable when it could not be committed: then nothing was."""
+        at = now_iso()
+        token_rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to,
+                       at) for t in tokens]
+        with self._write_lock():
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                ids = next_ids(self.conn, "decisions", len(decisions)) if decisions else range(0)
+                insert_rows(self.conn, "INSERT INTO tokens VALUES ", token_rows)
+                insert_rows(self.conn, DECISION_INSERT, [
+                    _decision_row(i, at, decision, what)
+                    for i, (decision, what) in zip(ids, decisions)])
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise self._unavailable(exc) from exc
+        return list(ids)
 
     def decisions_for(self, address: str, org: str | None = None,
                       limit: int | None = None) -> list[dict]:
@@ -359,17 +433,7 @@ class Ledger:
     # -- tokens -------------------------------------------------------------------------
 
     def record_tokens(self, tokens: Iterable[TokenRecord]) -> None:
-        rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to,
-                 now_iso()) for t in tokens]
-        with self._write_lock():
-            try:
-                self.conn.execute("BEGIN")
-                self.conn.executemany("INSERT INTO tokens VALUES (?,?,?,?,?,?,?,?)", rows)
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise self._unavailable(exc) from exc
+        self.write_batch(tokens=list(tokens))
 
     def token(self, token_id: str) -> TokenRecord | None:
         rows = self._rows("SELECT * FROM tokens WHERE id = ?", [token_id])

@@ -10,7 +10,8 @@ import random
 import time
 from collections import OrderedDict
 
-from ..ledger.spool import Copy, QueuedCopy, Spool
+from ..ledger.spool import Copy, Finish, QueuedCopy, Spool
+from ..ledger.writer import Writes
 from ..logs import event
 from ..runtime import Runtime
 from .dsn import Failure, build_dsn
@@ -49,6 +50,8 @@ class Delivery:
         # (its thread was slow to return): it must not be queued a second time.
         self._recently_finished: OrderedDict[int, None] = OrderedDict()
         self._tasks: list[asyncio.Task] = []
+        # Delivered copies whose mark the writer has not committed yet (still in_flight).
+        self._marking: set[asyncio.Future] = set()
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
                                         self.settings.timeout)
                           for _ in range(self.settings.workers)]
@@ -90,6 +93,8 @@ class Delivery:
         for task in pending:
             task.cancel()
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
+        if self._marking:  # the last delivered marks, before the spool closes
+            await asyncio.wait(set(self._marking), timeout=grace)
         for upstream in self.upstreams:
             await upstream.close()
 
@@ -132,21 +137,29 @@ class Delivery:
             item = await self.queue.get()
             if item is None:
                 return
+            marking = False
             try:
-                await self._deliver(upstream, item)
+                marking = await self._deliver(upstream, item)
             except Exception as exc:  # noqa: BLE001 - the copy stays queued; log and go on
                 event(log, "delivery_crashed", logging.ERROR, spool_id=item.id, error=repr(exc))
             finally:
-                self.in_flight.discard(item.id)
-                self._recently_finished[item.id] = None
-                if len(self._recently_finished) > RECENTLY_FINISHED:
-                    self._recently_finished.popitem(last=False)
-                if self._reading:
-                    self._finished_while_reading.add(item.id)
+                if not marking:
+                    self._finished(item.id)
                 if self._backlog and self.queue.qsize() < self.settings.workers:
                     self._wake.set()  # keep a backlog flowing without waiting for a poll
 
-    async def _deliver(self, upstream, item: QueuedCopy) -> None:
+    def _finished(self, spool_id: int) -> None:
+        """The spool says what became of `spool_id`: it may be read (and taken) again."""
+        self.in_flight.discard(spool_id)
+        self._recently_finished[spool_id] = None
+        if len(self._recently_finished) > RECENTLY_FINISHED:
+            self._recently_finished.popitem(last=False)
+        if self._reading:
+            self._finished_while_reading.add(spool_id)
+
+    async def _deliver(self, upstream, item: QueuedCopy) -> bool:
+        """One attempt. True when the copy went and its mark is still being committed
+        (the worker goes on meanwhile; the copy stays in flight until it is)."""
         metrics = self.rt.metrics.delivery_attempts
         try:
             detail = await upstream.send(item)
@@ -154,17 +167,29 @@ class Delivery:
             metrics.labels("permanent_failure").inc()
             self.rt.note("upstream", False, str(exc))
             await self._bounce(item, str(exc), "5.0.0")
-            return
+            return False
         except TemporaryFailure as exc:
             metrics.labels("temporary_failure").inc()
             self.rt.note("upstream", False, str(exc))
             await self._defer(item, str(exc))
-            return
+            return False
         metrics.labels("delivered").inc()
         self.rt.note("upstream", True)
-        await asyncio.to_thread(self.spool.delivered, item.id, detail)
+        mark = self.rt.writer.submit(Writes(spool=self.spool,
+                                            finishes=[Finish(item.id, "delivered", detail)]))
+        self._marking.add(mark)
+        mark.add_done_callback(lambda f: self._marked(f, item))
         event(log, "delivered", spool_id=item.id, kind=item.copy.kind,
               message_id=item.copy.message_id or "", attempts=item.attempts + 1)
+        return True
+
+    def _marked(self, mark: asyncio.Future, item: QueuedCopy) -> None:
+        self._marking.discard(mark)
+        self._finished(item.id)
+        if not mark.cancelled() and mark.exception() is not None:
+            # Sent, but the spool still says queued: it goes again after a restart.
+            event(log, "delivered_mark_failed", logging.ERROR, spool_id=item.id,
+                  error=str(mark.exception()))
 
     async def _defer(self, item: QueuedCopy, detail: str) -> None:
         if time.time() - item.created_at > self.settings.max_age:
@@ -173,7 +198,8 @@ class Delivery:
             return
         at = time.time() + backoff(item.attempts, self.settings.retry_initial,
                                    self.settings.retry_max)
-        await asyncio.to_thread(self.spool.retry_later, item.id, at, detail)
+        await self.rt.writer.write(Writes(spool=self.spool,
+                                          finishes=[Finish(item.id, "queued", detail, at)]))
         event(log, "deferred", logging.WARNING, spool_id=item.id, attempts=item.attempts + 1,
               retry_in=round(at - time.time(), 1), error=detail)
 
@@ -181,18 +207,15 @@ class Delivery:
         """Tell the envelope sender; never bounce a bounce (null sender)."""
         c = item.copy
         if not c.mail_from or c.kind in ("dsn", "bounce"):
-            await asyncio.to_thread(self.spool.dropped, item.id, detail)
+            await self.rt.writer.write(Writes(spool=self.spool,
+                                              finishes=[Finish(item.id, "dropped", detail)]))
             event(log, "dropped", logging.ERROR, spool_id=item.id, error=detail)
             return
         dsn = build_dsn(hostname=self.rt.settings.smtp.hostname, to=c.mail_from,
                         original=c.data,
                         failures=[Failure(c.rcpt, status, f"smtp; {detail}")])
         bounce = Copy("bounce", "", c.mail_from, dsn, c.message_id, c.stream, c.org)
-
-        def put_and_finish() -> None:
-            self.spool.put([bounce])
-            self.spool.bounced(item.id, detail)
-
-        await asyncio.to_thread(put_and_finish)
+        written = await self.rt.writer.write(Writes(
+            spool=self.spool, copies=[bounce], finishes=[Finish(item.id, "bounced", detail)]))
         event(log, "bounced", logging.WARNING, spool_id=item.id, error=detail)
-        self.wake()
+        self.wake(written.queued)

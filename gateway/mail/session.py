@@ -17,7 +17,8 @@ from ..config import Stream
 from ..consent import classify
 from ..errors import InvalidAddress, StoreUnavailable, TokenError
 from ..ledger import TokenRecord, normalise_email
-from ..ledger.spool import Copy, QueuedCopy, Spool
+from ..ledger.spool import Copy, Spool
+from ..ledger.writer import Writes
 from ..logs import event
 from ..runtime import Runtime
 from .copies import Prepared, prepare
@@ -26,6 +27,9 @@ from .inbound import asks_to_opt_out, is_auto_reply, parse
 from .rewrite import UnrewritableMessage
 
 log = logging.getLogger("gateway.smtp")
+
+# Up to this much work (message size x recipients) is prepared on the event loop itself.
+INLINE_PREPARE_BYTES = 256 * 1024
 
 
 def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -174,16 +178,12 @@ class GatewayHandler:
     async def _decide_at_rcpt(self, stream: Stream, address: str) -> str | None:
         """Without header overrides the decision is certain at RCPT: refuse blocks now."""
         c = classify(stream)
-        decision = await asyncio.to_thread(self.rt.consent.evaluate, c, "email", address)
+        decision = self.rt.consent.evaluate(c, "email", address)
         if decision.allowed or self.settings.gateway.monitor:
             return None
-        await asyncio.to_thread(self._record, c, [(address, decision)], None)
+        verdict = await self.rt.consent.arecord(c, "email", address, decision)
+        self.rt.metrics.decisions.labels("email", verdict.outcome, decision.reason).inc()
         return f"550 5.7.1 Recipient blocked by consent gateway: {decision.reason}"
-
-    def _record(self, c, decisions, message_id) -> None:
-        for address, decision in decisions:
-            verdict = self.rt.consent.record(c, "email", address, decision, message_id)
-            self.rt.metrics.decisions.labels("email", verdict.outcome, decision.reason).inc()
 
     async def handle_DATA(self, server, session, envelope):
         tx = _tx(envelope)
@@ -192,65 +192,68 @@ class GatewayHandler:
             inbound_copies = await self._inbound(session, envelope, tx, raw)
             if not tx.relay:
                 if inbound_copies:
-                    await asyncio.to_thread(self.spool.put, inbound_copies)
-                    self.wake()
+                    written = await self.rt.writer.write(Writes(spool=self.spool,
+                                                                copies=inbound_copies))
+                    self.wake(written.queued)
                 return "250 2.0.0 OK"
             stream = self.stream_for(session, envelope)
             mail_from = sender_of(envelope)
             try:
-                # One thread hop: decide, rewrite, then store durably (see _prepare_and_store).
-                prepared, queued = await asyncio.to_thread(
-                    self._prepare_and_store, raw, mail_from, tx.relay, stream, inbound_copies)
+                prepared = await self._prepare(raw, mail_from, tx.relay, stream)
             except UnrewritableMessage as exc:
                 self.rt.metrics.smtp_messages.labels("unrewritable").inc()
                 event(log, "refused_unrewritable", logging.WARNING, error=str(exc))
                 return f"554 5.6.0 Message refused: cannot insert the required opt-out " \
                        f"safely ({exc})"[:500]
-            return self._answer(prepared, queued)
+            return await self._store(prepared, raw, mail_from, inbound_copies)
         except StoreUnavailable as exc:
             event(log, "store_unavailable", logging.ERROR, error=str(exc))
             self.rt.metrics.smtp_messages.labels("tempfail").inc()
             return "451 4.3.0 Temporary local problem (store unavailable); try again later"
 
-    def _prepare_and_store(self, raw: bytes, mail_from: str, rcpts: list[str],
-                           stream: Stream | None, inbound_copies: list[Copy]
-                           ) -> tuple[Prepared, list[QueuedCopy] | None]:
-        """In a worker thread: decide and build every copy (`prepare`, which raises
-        UnrewritableMessage before anything is recorded), then store. Returns (prepared,
-        the spooled copies), or (prepared, None) when every recipient is blocked (nothing
-        to deliver). When copies are returned they are committed (fsync'd) to the spool
-        and the decisions recorded: only then may the client be told 250."""
-        prepared = prepare(self.rt, raw, mail_from, rcpts, stream)
+    async def _prepare(self, raw: bytes, mail_from: str, rcpts: list[str],
+                       stream: Stream | None) -> Prepared:
+        """Decide and build every copy (`prepare`; UnrewritableMessage before anything is
+        recorded). On the event loop when the work is small: a thread hand-over costs
+        more than the work. Big messages, many copies and DKIM signing go to a thread, so
+        the loop keeps serving the other clients meanwhile."""
+        if len(raw) * len(rcpts) <= INLINE_PREPARE_BYTES and self.rt.dkim is None:
+            return prepare(self.rt, raw, mail_from, rcpts, stream)
+        return await asyncio.to_thread(prepare, self.rt, raw, mail_from, rcpts, stream)
+
+    async def _store(self, prepared: Prepared, raw: bytes, mail_from: str,
+                     inbound_copies: list[Copy]) -> str:
+        """Record the decisions and tokens and spool the copies (one submission to the
+        writer: committed, the spool fsync'd, before this returns), then answer. Tokens
+        and decisions go first: a copy must never go out with a link that does not
+        resolve, nor unaudited (once spooled, it goes out even if a later write fails,
+        and the client, told 451, would send it again)."""
+        consent = self.rt.consent
+        c = prepared.classification
+        entries = [consent.entry(c, "email", address, decision, prepared.message_id)
+                   for address, decision in prepared.decisions]
         copies = list(inbound_copies) + prepared.copies
         blocked = prepared.blocked
-        if blocked and not prepared.copies:
-            # Nothing to deliver: refuse the whole message, naming every reason.
-            self._record(prepared.classification, prepared.decisions, prepared.message_id)
-            if inbound_copies:
-                self.spool.put(inbound_copies)
-            return prepared, None
-        if blocked and mail_from:
+        nothing_to_deliver = bool(blocked) and not prepared.copies
+        if blocked and mail_from and not nothing_to_deliver:
             dsn = build_dsn(hostname=self.settings.smtp.hostname, to=mail_from,
                             original=raw, failures=blocked)
-            copies.append(Copy("dsn", "", mail_from, dsn, prepared.message_id,
-                               prepared.classification.stream, prepared.classification.org))
-        # Tokens first: a copy must never go out with a link that does not resolve. The
-        # decisions too: once spooled, a copy goes out even if a later write fails (and
-        # the client, told 451, would send it again, unaudited the first time).
-        if prepared.tokens:
-            self.rt.ledger.record_tokens(prepared.tokens)
-        self._record(prepared.classification, prepared.decisions, prepared.message_id)
-        queued = self.spool.enqueue(copies)
-        return prepared, queued
-
-    def _answer(self, prepared: Prepared, queued: list[QueuedCopy] | None) -> str:
-        """The SMTP reply once `_prepare_and_store` is done (on the event loop)."""
-        blocked = prepared.blocked
-        if queued is None:
+            copies.append(Copy("dsn", "", mail_from, dsn, prepared.message_id, c.stream,
+                               c.org))
+        written = await self.rt.writer.write(Writes(
+            tokens=() if nothing_to_deliver else prepared.tokens, decisions=entries,
+            spool=self.spool if copies else None, copies=copies))
+        for (_, decision), decision_id in zip(prepared.decisions, written.decision_ids):
+            outcome = consent.verdict(decision, decision_id).outcome
+            self.rt.metrics.decisions.labels("email", outcome, decision.reason).inc()
+        if nothing_to_deliver:
+            # Nothing to deliver: refuse the whole message, naming every reason.
+            if written.queued:
+                self.wake(written.queued)
             self.rt.metrics.smtp_messages.labels("blocked").inc()
             reasons = ", ".join(sorted({f.reason for f in blocked}))
             return f"550 5.7.1 Message blocked by consent gateway: {reasons}"
-        self.wake(queued)  # delivery takes the new copies without reading them back
+        self.wake(written.queued)  # delivery takes the new copies without reading them back
         self.rt.metrics.smtp_messages.labels("accepted").inc()
         event(log, "accepted", message_id=prepared.message_id, copies=len(prepared.copies),
               blocked=len(blocked))

@@ -229,10 +229,14 @@ async def test_a_decision_that_cannot_be_recorded_leaves_nothing_spooled(gw, sin
     go out unaudited, and again when the client retries."""
     from gateway.errors import StoreUnavailable
 
-    def locked(*args, **kwargs):
-        raise StoreUnavailable("ledger write failed: database is locked")
+    write_batch = gw.runtime.ledger.write_batch
 
-    monkeypatch.setattr(gw.runtime.ledger, "record_decision", locked)
+    def locked(tokens=(), decisions=()):
+        if decisions:
+            raise StoreUnavailable("ledger write failed: database is locked")
+        return write_batch(tokens, decisions)
+
+    monkeypatch.setattr(gw.runtime.ledger, "write_batch", locked)
     assert (await send_mail(gw, 1))[0] == 451
     await asyncio.sleep(0.3)
     assert gw.runtime.spool.stats()["depth"] == 0 and sink.messages == []
