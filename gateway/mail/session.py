@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import getaddresses
@@ -39,12 +40,30 @@ def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
         return None
 
 
+# A reverse- or forward-path in its plainest form, `<dot-atom@domain>` and optional spaces:
+# what nearly every MAIL and RCPT carries. See GatewaySMTP._getaddr.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*")
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP, allowing AUTH without TLS only from loopback clients."""
 
     # RFC 5321 caps lines at 1000 octets, but real mailers exceed it; like Postfix we
     # accept longer lines (the rewrite re-encodes the parts it changes) up to 64 KiB.
     line_length_limit = 65536
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path parser (the email package's header parser, ~45 µs a call) with
+        a shortcut for the plainest form, giving the same answer (a property test checks
+        it against aiosmtpd's own) in a regex match. Anything else goes to aiosmtpd."""
+        m = _PLAIN_PATH.match(arg)
+        if m is None or arg[m.end():m.end() + 1] == "(":  # a comment: aiosmtpd's job
+            return super()._getaddr(arg)
+        address = m.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, arg[m.end():]
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
