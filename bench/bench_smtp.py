@@ -545,8 +545,8 @@ def main() -> int:
                     help="messages per SMTP connection before a client reconnects (100; "
                          "0: never. The gateway drops a connection after max_recipients+20 "
                          "RCPTs in all: aiosmtpd's command_call_limit counts per connection)")
-    ap.add_argument("--workers", type=int, default=4,
-                    help="gateway [delivery] workers (4, the default of the config)")
+    ap.add_argument("--workers", type=int, default=20,
+                    help="gateway [delivery] workers (20, the default of the config)")
     ap.add_argument("--relay-pool", type=int, default=0,
                     help="bare relay's upstream connections (default: --concurrency)")
     ap.add_argument("--allow-headers", choices=("true", "false"), default="true",

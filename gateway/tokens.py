@@ -22,8 +22,8 @@ TOKEN_LENGTH = 32  # base32 of 20 bytes, no padding
 
 
 def _mac(secret: str, token_id: bytes) -> bytes:
-    return hmac.new(secret.encode(), b"unsubscribe-token:" + token_id,
-                    hashlib.sha256).digest()[:MAC_BYTES]
+    return hmac.digest(secret.encode(), b"unsubscribe-token:" + token_id,
+                       hashlib.sha256)[:MAC_BYTES]
 
 
 def make_token(secret: str) -> tuple[str, str]:

@@ -445,3 +445,24 @@ def test_base64_text_without_padding_is_rewritten() -> None:
     message = (b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64"
                b"\r\n\r\nSGVsbG8gd29ybGQ\r\n")
     assert display_texts(rewrite(message).data)[0].startswith("Hello world\n\n" + FOOTER_MARK)
+
+
+def test_a_footer_from_the_stand_in_is_the_footer_rendered_for_the_token(tmp_path):
+    from gateway.mail.copies import footer
+    from gateway.runtime import Runtime
+    from gateway.templating import render
+    from gateway.tokens import make_token
+    from gwtest import make_settings
+
+    rt = Runtime.open(make_settings(tmp_path))
+    try:
+        for org_name in ("Acme Garden Ltd", "Fish & <Chips>", "x7" * 16):  # last: no shortcut
+            for _ in range(5):
+                token, _ = make_token("s")
+                for name in ("email_footer.txt.j2", "email_footer.html.j2"):
+                    expected = render(name, org_name=org_name,
+                                      unsubscribe_url=rt.unsubscribe_url(token),
+                                      mailto=rt.unsubscribe_mailto(token))
+                    assert footer(rt, name, org_name, token) == expected
+    finally:
+        rt.close()
