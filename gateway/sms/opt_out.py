@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from ..config import Stream
+from ..ledger.writer import Writes
 from ..policy import Decision
 from ..runtime import Runtime
 from ..templating import environment, render
@@ -79,6 +79,6 @@ async def opt_out_line(rt: Runtime, stream: Stream, decision: Decision, *, to: s
         return None
     token, record = rt.tokens.issue(org=stream.org, channel="sms", address=to,
                                     stream=stream.id, message_id=message_id)
-    await asyncio.to_thread(rt.ledger.record_tokens, [record])
+    await rt.writer.write(Writes(tokens=[record]))
     url = f"{rt.settings.http.public_url}/s/{token}"
     return render("sms_opt_out_link.txt.j2", url=url).strip()

@@ -246,8 +246,7 @@ class Relay:
         text = self.prepare(stream, req)
         message_id = new_message_id()
         c = classify(stream, req.purpose, req.nature, req.category)
-        verdict = await asyncio.to_thread(self.rt.consent.decide, c, "sms", text.to,
-                                          message_id)
+        verdict = await self.rt.consent.adecide(c, "sms", text.to, message_id)
         decision = verdict.decision
         self._child(self.rt.metrics.decisions, "sms", verdict.outcome, decision.reason).inc()
         if not verdict.deliver:
