@@ -3,6 +3,7 @@ names the key, the file and (when it can be found) the line."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import tomllib
@@ -165,10 +166,12 @@ class Settings:
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
-        org = self.orgs.get(org_id)
-        if org is None:
-            return None
-        return OrgPolicy(
+        return self._org_policies.get(org_id)
+
+    @functools.cached_property
+    def _org_policies(self) -> dict[str, OrgPolicy]:
+        """Made once: settings never change while the gateway runs."""
+        return {org.id: OrgPolicy(
             id=org.id,
             name=org.name,
             type=org.type,
@@ -176,7 +179,7 @@ class Settings:
             known_categories=frozenset(s.category for s in self.streams if s.org == org.id),
             soft_opt_in_max_age_days=org.soft_opt_in_max_age_days,
             indirect_consent_max_age_days=org.indirect_consent_max_age_days,
-        )
+        ) for org in self.orgs.values()}
 
     def stream(self, stream_id: str) -> Stream | None:
         return next((s for s in self.streams if s.id == stream_id), None)

@@ -152,6 +152,23 @@ class DecisionRecord:
     mode: str
 
 
+EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "source",
+                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs")
+
+
+EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
+
+
+def _evidence_of(r: tuple) -> Evidence:
+    """An Evidence from a row of EVIDENCE_COLUMNS."""
+    return Evidence(
+        id=str(r[0]), org=r[1], channel=r[2], address=r[3], basis=r[4],
+        obtained_at=_time(r[5]), source=r[6], categories=tuple(json.loads(r[7])),
+        context=r[8], collected_by=r[9],
+        opt_out_offered=None if r[10] is None else bool(r[10]),
+        named_orgs=tuple(json.loads(r[11])))
+
+
 DECISION_INSERT = (
     "INSERT INTO decisions (id, at, org, stream, channel, address, purpose, nature, category, "
     "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation) VALUES ")
@@ -293,26 +310,15 @@ class Ledger:
             json.dumps(list(r.named_orgs)), now_iso(), via,
         )
 
-    @staticmethod
-    def _evidence(row: dict) -> Evidence:
-        return Evidence(
-            id=str(row["id"]), org=row["org"], channel=row["channel"], address=row["address"],
-            basis=row["basis"], obtained_at=_time(row["obtained_at"]), source=row["source"],
-            categories=tuple(json.loads(row["categories"])), context=row["context"],
-            collected_by=row["collected_by"],
-            opt_out_offered=None if row["opt_out_offered"] is None
-            else bool(row["opt_out_offered"]),
-            named_orgs=tuple(json.loads(row["named_orgs"])),
-        )
-
     def evidence_for(self, address: str, channel: str | None = None,
                      org: str | None = None) -> tuple[Evidence, ...]:
-        sql, params = "SELECT * FROM evidence WHERE address = ?", [address]
+        sql, params = EVIDENCE_SELECT + " WHERE address = ?", [address]
         if channel:
             sql, params = sql + " AND channel = ?", params + [channel]
         if org:
             sql, params = sql + " AND org = ?", params + [org]
-        return tuple(self._evidence(r) for r in self._rows(sql + " ORDER BY id", params))
+        rows = self._reader().execute(sql + " ORDER BY id", params).fetchall()
+        return tuple(_evidence_of(r) for r in rows)
 
     # -- opt-outs -----------------------------------------------------------------------
 
@@ -329,14 +335,13 @@ class Ledger:
         )
 
     def opt_outs_for(self, address: str, org: str | None = None) -> tuple[OptOut, ...]:
-        sql, params = "SELECT * FROM optouts WHERE address = ?", [address]
+        sql, params = "SELECT id, org, channel, address, at, kind, source, method FROM optouts " \
+            "WHERE address = ?", [address]
         if org:
             sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
-        return tuple(
-            OptOut(id=str(r["id"]), org=r["org"], channel=r["channel"], address=r["address"],
-                   at=_time(r["at"]), kind=r["kind"], source=r["source"], method=r["method"])
-            for r in self._rows(sql + " ORDER BY id", params)
-        )
+        rows = self._reader().execute(sql + " ORDER BY id", params).fetchall()
+        return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7])
+                     for r in rows)
 
     def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:
         sql, params = "SELECT * FROM optouts WHERE address = ?", [address]

@@ -38,7 +38,10 @@ class Prepared:
 def _header_block(raw: bytes) -> bytes:
     """A prefix of `raw` sure to hold every header a parser can see: up to the first empty
     line, whatever the line endings (an empty line always makes one of these pairs)."""
-    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r"), raw.find(b"\r\r")) if i >= 0]
+    end = raw.find(b"\n\r")  # the usual CRLF CRLF; then only look before it for the rest
+    limit = len(raw) if end < 0 else end + 1
+    ends = [i for i in (raw.find(b"\n\n", 0, limit), raw.find(b"\r\r", 0, limit), end)
+            if i >= 0]
     return raw[:min(ends) + 2] if ends else raw
 
 

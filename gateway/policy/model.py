@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 CHANNELS = ("email", "sms")
 BASES = ("consent", "soft_opt_in", "corporate_subscriber")
@@ -85,7 +85,7 @@ class MessageContext:
     purpose: str = "marketing"
     nature: str = "commercial"
     category: str | None = None
-    now: datetime = field(default_factory=lambda: datetime.now().astimezone())
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)

@@ -448,11 +448,12 @@ def test_base64_text_without_padding_is_rewritten() -> None:
 
 
 def test_a_footer_from_the_stand_in_is_the_footer_rendered_for_the_token(tmp_path):
+    from gwtest import make_settings
+
     from gateway.mail.copies import footer
     from gateway.runtime import Runtime
     from gateway.templating import render
     from gateway.tokens import make_token
-    from gwtest import make_settings
 
     rt = Runtime.open(make_settings(tmp_path))
     try:

@@ -1,5 +1,6 @@
-"""GatewaySMTP's shortcut for MAIL FROM / RCPT TO paths answers exactly as aiosmtpd's own
-parser does, for plain paths and for everything near them."""
+"""Shortcuts on the SMTP hot path answer as the slow way does: MAIL FROM / RCPT TO paths as
+aiosmtpd's own parser does (plain paths and everything near them), the header block as a
+scan of the whole message does."""
 
 from __future__ import annotations
 
@@ -51,3 +52,12 @@ def test_any_path_parses_as_aiosmtpd_parses_it(arg):
                      fullmatch=True))
 def test_plausible_paths_parse_as_aiosmtpd_parses_them(arg):
     assert same(arg)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"a", b":", b" "]), max_size=40).map(b"".join))
+def test_the_header_block_is_everything_before_the_first_empty_line(raw):
+    from gateway.mail.copies import _header_block
+
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r"), raw.find(b"\r\r")) if i >= 0]
+    assert _header_block(raw) == (raw[:min(ends) + 2] if ends else raw)
