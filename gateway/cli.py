@@ -31,23 +31,35 @@ def _normalise(settings, channel: str, address: str, org: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    from . import logs, server
+    from . import logs
 
     settings = _settings(args)
     logs.setup(args.log_level)
 
-    def ready(running) -> None:
-        s = running.runtime.settings
+    def describe(processes: int, smtp: bool = True) -> None:
+        s = settings
         print(f"consent gateway {s.gateway.mode} mode, rule set {s.gateway.ruleset}")
         print(f"  config:   {s.path or 'built-in defaults'}")
         print(f"  data:     {s.gateway.data_dir}")
         print(f"  http:     {s.http.listen}  (public URL {s.http.public_url})")
-        if "smtp" in running.runtime.health_probes or running.stops:
+        if smtp:
             print(f"  smtp:     {s.smtp.listen}")
         print(f"  email to: {s.delivery.upstream.split('@')[-1]}")
         print(f"  texts to: {s.sms.provider}"
               + (f" ({s.sms.outbox})" if s.sms.provider == "outbox" else ""))
+        if processes > 1:
+            print(f"  workers:  {processes} processes")
         sys.stdout.flush()
+
+    if settings.gateway.processes > 1:
+        from . import supervisor  # before anything imports prometheus_client
+
+        return supervisor.run(settings, describe)
+
+    from . import server
+
+    def ready(running) -> None:
+        describe(1, "smtp" in running.runtime.health_probes or bool(running.stops))
 
     asyncio.run(server.serve(settings, ready))
     return EXIT_OK

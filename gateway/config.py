@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
 import tomllib
 import unicodedata
@@ -45,6 +46,7 @@ class GatewaySettings:
     data_dir: Path
     ruleset: str
     mode: str
+    processes: int = 1  # worker processes of `gateway run` (each can use one core)
 
     @property
     def monitor(self) -> bool:
@@ -355,12 +357,23 @@ class _Reader:
         return settings
 
     def gateway_section(self) -> GatewaySettings:
-        s = self.table(self.raw.get("gateway", {}), "gateway", {"data_dir", "ruleset", "mode"})
+        s = self.table(self.raw.get("gateway", {}), "gateway",
+                       {"data_dir", "ruleset", "mode", "processes"})
         return GatewaySettings(
             data_dir=self.path_of(self.get(s, "gateway", "data_dir", str, "var")),
             ruleset=self.choice(s, "gateway", "ruleset", tuple(RULESETS), "uk-pecr"),
             mode=self.choice(s, "gateway", "mode", ("enforce", "monitor"), "enforce"),
+            processes=self.processes(s),
         )
+
+    def processes(self, section: dict) -> int:
+        """`processes`: a count (1 to 64), or "auto" for one per CPU core."""
+        value = section.get("processes", 1)
+        if value == "auto":
+            return max(1, min(64, os.cpu_count() or 1))
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+            raise self.fail("gateway.processes", 'expected a number from 1 to 64, or "auto"')
+        return value
 
     def smtp_section(self) -> SmtpSettings:
         n = "smtp"

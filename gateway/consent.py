@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from .config import Settings, Stream
@@ -63,7 +62,6 @@ class ConsentService:
         self.settings = settings
         self.ledger = ledger
         self.writer = writer or Writer(ledger)
-        self._token_lock = threading.Lock()
 
     def org_policy(self, org_id: str) -> OrgPolicy:
         # An unknown org has no evidence and the strictest type: it can only be blocked.
@@ -129,9 +127,9 @@ class ConsentService:
                          ) -> tuple[bool, dict | None]:
         """Record the opt-out a token asks for, once: (True, None) when recorded now,
         (False, the earlier opt-out) when this token's opt-out is still in force. Every
-        way in (page, one-click, mailto, reply) goes through here, serialised so that
-        racing requests for one token leave one row."""
-        with self._token_lock:
+        way in (page, one-click, mailto, reply) goes through here, serialised (across
+        worker processes too) so that racing requests for one token leave one row."""
+        with self.ledger.exclusive():
             existing = self.ledger.opt_out_for_token(record.id)
             if existing is not None and self.still_opted_out(record):
                 return False, existing

@@ -11,8 +11,9 @@ class _Formatter(logging.Formatter):
     """`asctime level=... message`, the date and time formatted once per second (a log
     line per message and delivery: formatting the time each time is most of its cost)."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s level=%(levelname)s %(message)s")
+    def __init__(self, worker: int | None = None) -> None:
+        tag = "" if worker is None else f"worker={worker} "
+        super().__init__(f"%(asctime)s level=%(levelname)s {tag}%(message)s")
         self._second = -1
         self._text = ""
 
@@ -37,6 +38,13 @@ def setup(level: str = "INFO") -> None:
     root.propagate = False
     # aiosmtpd logs every command and a deprecation notice per AUTH at INFO/WARNING.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+def tag_worker(worker: int) -> None:
+    """Name the worker process in every line it logs (see gateway.supervisor)."""
+    for handler in logging.getLogger("gateway").handlers:
+        if isinstance(handler.formatter, _Formatter):
+            handler.setFormatter(_Formatter(worker))
 
 
 def _quote(value: object) -> str:

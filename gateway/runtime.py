@@ -28,13 +28,18 @@ class Runtime:
     health_probes: dict = field(default_factory=dict)  # name -> async () -> bool (/healthz)
     # name -> () -> dict (or awaitable dict): live state shown on /status, e.g. "spool"
     status_providers: dict = field(default_factory=dict)
+    # Which of `settings.gateway.processes` worker processes this is (0 when alone), and
+    # the listening sockets the supervisor made for the workers ("smtp", "http").
+    worker: int = 0
+    sockets: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings) -> Runtime:
+    def open(cls, settings: Settings, worker: int = 0, sockets: dict | None = None) -> Runtime:
         ledger = Ledger(settings.gateway.data_dir)
         return cls(settings=settings, ledger=ledger,
                    consent=ConsentService(settings, ledger),
-                   tokens=TokenBook(ledger, settings.unsubscribe.secrets))
+                   tokens=TokenBook(ledger, settings.unsubscribe.secrets),
+                   worker=worker, sockets=dict(sockets or {}))
 
     @property
     def writer(self) -> Writer:

@@ -67,9 +67,11 @@ class RunningGateway:
         await self.stop()
 
 
-async def start(settings: Settings) -> RunningGateway:
-    """Start every part; the HTTP server last, so nothing is served half-ready."""
-    rt = Runtime.open(settings)
+async def start(settings: Settings, worker: int = 0, sockets: dict | None = None
+                ) -> RunningGateway:
+    """Start every part; the HTTP server last, so nothing is served half-ready. A worker
+    process of several (see `supervisor`) serves on the `sockets` it was handed."""
+    rt = Runtime.open(settings, worker, sockets)
     app = build_http_app(rt)
     stops = []
     try:
@@ -78,7 +80,10 @@ async def start(settings: Settings) -> RunningGateway:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         listen = settings.http.listen
-        await web.TCPSite(runner, listen.host, listen.port, reuse_address=True).start()
+        if "http" in rt.sockets:
+            await web.SockSite(runner, rt.sockets["http"]).start()
+        else:
+            await web.TCPSite(runner, listen.host, listen.port, reuse_address=True).start()
     except BaseException:
         for stop in reversed(stops):
             await stop()
@@ -88,10 +93,10 @@ async def start(settings: Settings) -> RunningGateway:
     return RunningGateway(rt, runner, stops)
 
 
-async def serve(settings: Settings, ready: Callable[[RunningGateway], None] | None = None
-                ) -> None:
+async def serve(settings: Settings, ready: Callable[[RunningGateway], None] | None = None,
+                worker: int = 0, sockets: dict | None = None) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, drain, and return."""
-    running = await start(settings)
+    running = await start(settings, worker, sockets)
     if ready:
         ready(running)
     stop_event = asyncio.Event()

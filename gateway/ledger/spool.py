@@ -4,6 +4,9 @@ bounced. Its own SQLite file (WAL, synchronous=FULL: each commit is fsync'd), so
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -13,6 +16,8 @@ from pathlib import Path
 
 from ..errors import StoreUnavailable
 from .store import ROWS_PER_STATEMENT, can_write, insert_rows, next_ids
+
+log = logging.getLogger("gateway.spool")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -92,6 +97,12 @@ class Spool:
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / filename
+        # One process at a time: a second gateway on the same data_dir (or a worker's
+        # twin) would deliver the same copies again.
+        self._owner = _lock_file(self.path)
+        if self._owner is None:
+            raise SpoolBusy(f"{self.path} is in use by another gateway process "
+                            "(two gateways on one data_dir?)")
         self._lock = threading.Lock()  # the connection: one transaction or read at a time
         self._queue_lock = threading.Lock()
         self._queue: list[_Write] = []  # writes waiting for the next group commit
@@ -105,6 +116,41 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+            if self._owner is not None:
+                os.close(self._owner)  # releases the lock
+                self._owner = None
+
+    def adopt(self, other: Path) -> int:
+        """Take over the queued copies of spool file `other` (a worker's that is no more,
+        after `processes` went down) and delete it. Returns how many were queued there.
+        A crash between the two steps may deliver those copies twice, never lose one."""
+        owner = _lock_file(other)
+        if owner is None:
+            return 0  # a live process has it: not an orphan
+        try:
+            src = sqlite3.connect(other, isolation_level=None)
+            try:
+                src.executescript(SCHEMA)
+                rows = src.execute(
+                    "SELECT kind, message_id, stream, org, mail_from, rcpt, data, created_at, "
+                    "next_attempt_at, attempts, last_error FROM spool WHERE status = 'queued' "
+                    "ORDER BY id").fetchall()
+            finally:
+                src.close()
+
+            def insert(conn: sqlite3.Connection) -> None:
+                ids = next_ids(conn, "spool", len(rows))
+                insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, "
+                            "mail_from, rcpt, data, created_at, next_attempt_at, attempts, "
+                            "last_error) VALUES ", [(i, *r) for i, r in zip(ids, rows)])
+
+            self._tx(insert)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{other}{suffix}").unlink(missing_ok=True)
+            Path(f"{other}.lock").unlink(missing_ok=True)
+        finally:
+            os.close(owner)
+        return len(rows)
 
     def _tx(self, fn):
         """Run `fn(conn)` in a committed (fsync'd) write transaction and return its result.
@@ -241,24 +287,7 @@ class Spool:
     def stats(self) -> dict:
         """Depth, oldest queued, and recent failures, for /status and /metrics."""
         with self._lock:
-            depth, oldest = self.conn.execute(
-                "SELECT COUNT(*), MIN(created_at) FROM spool WHERE status = 'queued'"
-            ).fetchone()
-            since = time.time() - 86400
-            counts = dict(self.conn.execute(
-                "SELECT result, COUNT(*) FROM delivery_log WHERE at >= ? GROUP BY result",
-                (since,)).fetchall())
-            errors = self.conn.execute(
-                "SELECT l.at, l.result, l.detail, s.rcpt FROM delivery_log l JOIN spool s "
-                "ON s.id = l.spool_id WHERE l.result != 'delivered' ORDER BY l.id DESC LIMIT 10"
-            ).fetchall()
-        return {
-            "depth": depth,
-            "oldest_queued_at": oldest,
-            "last_24h": counts,
-            "last_errors": [{"at": e[0], "result": e[1], "detail": e[2], "rcpt": e[3]}
-                            for e in errors],
-        }
+            return _stats(self.conn)
 
     def status_of(self, spool_id: int) -> str | None:
         with self._lock:
@@ -269,3 +298,83 @@ class Spool:
     def healthy(self) -> bool:
         """The spool's disk has room and a write transaction can start now."""
         return can_write(self.conn, self._lock, self.path)
+
+
+class SpoolBusy(StoreUnavailable):
+    """Another process holds this spool file."""
+
+
+def _lock_file(spool_path: Path) -> int | None:
+    """An exclusive lock on `spool_path`'s lock file: its descriptor, or None when another
+    process holds it (the lock goes with the process, however it ends)."""
+    fd = os.open(f"{spool_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def spool_name(worker: int) -> str:
+    """Worker 0 (and a gateway of one process) keeps spool.db; worker k spool-k.db."""
+    return "spool.db" if worker == 0 else f"spool-{worker}.db"
+
+
+def open_spool(data_dir: Path | str, worker: int = 0, processes: int = 1) -> Spool:
+    """This worker's spool. Worker 0 also takes over the spools of workers that are no
+    more (spool-k.db with k >= processes), so nothing queued there is left behind."""
+    spool = Spool(data_dir, spool_name(worker))
+    if worker == 0:
+        for path in sorted(Path(data_dir).glob("spool-*.db")):
+            index = path.stem.removeprefix("spool-")
+            if index.isdigit() and int(index) >= processes:
+                moved = spool.adopt(path)
+                log.warning("event=spool_adopted from=%s copies=%d", path.name, moved)
+    return spool
+
+
+def spool_stats(data_dir: Path | str) -> dict:
+    """`Spool.stats` over every worker's spool in `data_dir` (read-only): what /status
+    shows, whichever worker answers."""
+    total: dict = {"depth": 0, "oldest_queued_at": None, "last_24h": {}, "last_errors": []}
+    for path in sorted(Path(data_dir).glob("spool*.db")):
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error:
+            continue
+        try:
+            one = _stats(conn)
+        except sqlite3.Error:  # not a spool (yet): nothing to count
+            continue
+        finally:
+            conn.close()
+        total["depth"] += one["depth"]
+        if one["oldest_queued_at"] is not None:
+            total["oldest_queued_at"] = min(filter(None, (total["oldest_queued_at"],
+                                                          one["oldest_queued_at"])))
+        for result, n in one["last_24h"].items():
+            total["last_24h"][result] = total["last_24h"].get(result, 0) + n
+        total["last_errors"] += one["last_errors"]
+    total["last_errors"] = sorted(total["last_errors"], key=lambda e: e["at"],
+                                  reverse=True)[:10]
+    return total
+
+
+def _stats(conn: sqlite3.Connection) -> dict:
+    depth, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM spool WHERE status = 'queued'").fetchone()
+    counts = dict(conn.execute(
+        "SELECT result, COUNT(*) FROM delivery_log WHERE at >= ? GROUP BY result",
+        (time.time() - 86400,)).fetchall())
+    errors = conn.execute(
+        "SELECT l.at, l.result, l.detail, s.rcpt FROM delivery_log l JOIN spool s "
+        "ON s.id = l.spool_id WHERE l.result != 'delivered' ORDER BY l.id DESC LIMIT 10"
+    ).fetchall()
+    return {
+        "depth": depth,
+        "oldest_queued_at": oldest,
+        "last_24h": counts,
+        "last_errors": [{"at": e[0], "result": e[1], "detail": e[2], "rcpt": e[3]}
+                        for e in errors],
+    }

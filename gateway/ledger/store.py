@@ -249,6 +249,26 @@ class Ledger:
                 if hurry:
                     self.conn.execute("PRAGMA busy_timeout=5000")
 
+    @contextlib.contextmanager
+    def exclusive(self):
+        """The ledger's write lock for the whole block, across threads and processes: a
+        check made in the block (reads see every commit) still holds when the block
+        writes. Commits at the end; rolls back when the block raises."""
+        with self._write_lock():
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._unavailable(exc) from exc
+                raise
+
     def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
         if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O error
             self._failing_until = time.monotonic() + FAIL_FAST_SECONDS

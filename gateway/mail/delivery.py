@@ -53,7 +53,7 @@ class Delivery:
         # Delivered copies whose mark the writer has not committed yet (still in_flight).
         self._marking: set[asyncio.Future] = set()
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
-                                        self.settings.timeout)
+                                        self.settings.timeout, rt.worker)
                           for _ in range(self.settings.workers)]
 
     def wake(self, items: list[QueuedCopy] | None = None) -> None:

@@ -8,7 +8,7 @@ import ssl
 
 from aiohttp import web
 
-from ..ledger.spool import Spool
+from ..ledger.spool import open_spool, spool_stats
 from ..logs import event
 from ..runtime import Runtime
 from .delivery import Delivery
@@ -41,7 +41,8 @@ async def start(rt: Runtime, app: web.Application):
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     if s.dkim.enabled:
         rt.dkim = load_signer(s.dkim.domain, s.dkim.selector, s.dkim.private_key_file)
-    spool = await asyncio.to_thread(Spool, s.gateway.data_dir)
+    spool = await asyncio.to_thread(open_spool, s.gateway.data_dir, rt.worker,
+                                    s.gateway.processes)
     delivery = Delivery(rt, spool)
     delivery.start()
     handler = GatewayHandler(rt, spool, delivery.wake)
@@ -56,15 +57,18 @@ async def start(rt: Runtime, app: web.Application):
             auth_require_tls=True, command_call_limit=CALL_LIMITS, loop=loop)
 
     try:
-        server = await loop.create_server(protocol, s.smtp.listen.host, s.smtp.listen.port,
-                                          reuse_address=True)
+        if "smtp" in rt.sockets:
+            server = await loop.create_server(protocol, sock=rt.sockets["smtp"])
+        else:
+            server = await loop.create_server(protocol, s.smtp.listen.host, s.smtp.listen.port,
+                                              reuse_address=True)
     except BaseException:
         await delivery.stop()
         spool.close()
         raise
     rt.health_probes["spool"] = lambda: asyncio.to_thread(spool.healthy)
     rt.spool = spool
-    rt.status_providers["spool"] = spool.stats
+    rt.status_providers["spool"] = lambda: spool_stats(s.gateway.data_dir)
     event(log, "smtp_listening", listen=str(s.smtp.listen), tls=bool(context),
           upstream=s.delivery.upstream.split("@")[-1])
 

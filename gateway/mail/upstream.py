@@ -28,16 +28,17 @@ class PermanentFailure(Exception):
 class MaildirUpstream:
     """Writes each copy as one file in PATH/new (tmp + fsync + rename: atomic)."""
 
-    def __init__(self, path: str, hostname: str):
+    def __init__(self, path: str, hostname: str, tag: str = ""):
         self.root = Path(path)
         self.hostname = hostname.replace("/", "_").replace(":", "_")
+        self.tag = tag  # the worker's: spool ids repeat across workers' spools
         for sub in ("tmp", "new", "cur"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def _name(self, item: QueuedCopy) -> str:
         # Deterministic per copy: a redelivery after a crash overwrites, never duplicates.
         digest = hashlib.sha256(item.copy.data).hexdigest()[:12]
-        return f"{int(item.created_at)}.G{item.id}_{digest}.{self.hostname}"
+        return f"{int(item.created_at)}.G{self.tag}{item.id}_{digest}.{self.hostname}"
 
     def _write(self, item: QueuedCopy) -> str:
         name = self._name(item)
@@ -157,7 +158,8 @@ class SmtpUpstream:
                 client.close()
 
 
-def make_upstream(url: str, hostname: str, timeout: float = 60.0):
+def make_upstream(url: str, hostname: str, timeout: float = 60.0, worker: int = 0):
     if url.startswith("maildir:"):
-        return MaildirUpstream(url.removeprefix("maildir:"), hostname)
+        return MaildirUpstream(url.removeprefix("maildir:"), hostname,
+                               f"W{worker}." if worker else "")
     return SmtpUpstream(url, hostname, timeout)

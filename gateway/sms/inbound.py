@@ -142,10 +142,17 @@ class InboundHandler:
                       org: Org | None) -> str:
         """STOP: this org (all orgs when unknown); STOPALL: all orgs."""
         scope = org.id if org is not None and keyword is Keyword.STOP else ALL_ORGS
-        await asyncio.to_thread(
-            self.rt.ledger.record_opt_out, scope, "sms", sender, source=self.source(
-                keyword, text), method=METHOD, message_id=text.message_id or None,
-            client=sender)
+        ledger = self.rt.ledger
+
+        def record() -> None:
+            with ledger.exclusive():  # `seen` again, atomically: another worker may race us
+                if text.message_id and ledger.opt_out_for_message(text.message_id, METHOD):
+                    return
+                ledger.record_opt_out(scope, "sms", sender, source=self.source(keyword, text),
+                                      method=METHOD, message_id=text.message_id or None,
+                                      client=sender)
+
+        await asyncio.to_thread(record)
         self.rt.metrics.opt_outs.labels("sms", METHOD).inc()
         event(log, "sms_opt_out", org=scope, keyword=keyword, provider=text.provider,
               sender=mask(sender))
@@ -166,11 +173,17 @@ class InboundHandler:
             "obtained_at": datetime.now(UTC).isoformat(timespec="microseconds"),
         }, regions)
 
+        ledger = self.rt.ledger
+
         def record() -> None:
-            self.rt.ledger.record_opt_out(org.id, "sms", sender, kind="optin", source=source,
-                                          method=METHOD, message_id=text.message_id or None,
-                                          client=sender)
-            self.rt.ledger.record_evidence(evidence, METHOD)
+            with ledger.exclusive():  # `seen` again, atomically: another worker may race us
+                if text.message_id and ledger.opt_out_for_message(text.message_id, METHOD,
+                                                                  "optin"):
+                    return
+                ledger.record_opt_out(org.id, "sms", sender, kind="optin", source=source,
+                                      method=METHOD, message_id=text.message_id or None,
+                                      client=sender)
+                ledger.record_evidence(evidence, METHOD)
 
         await asyncio.to_thread(record)
         event(log, "sms_opt_in", org=org.id, provider=text.provider, sender=mask(sender))

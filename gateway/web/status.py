@@ -15,7 +15,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import InvalidAddress
 from ..ledger import guess_channel, mask, normalise, now_iso
@@ -342,7 +342,7 @@ async def status_json(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     require_operator(request)
-    body = generate_latest(runtime(request).metrics.registry)
+    body = await asyncio.to_thread(runtime(request).metrics.exposition)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
