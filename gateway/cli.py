@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import sys
 from pathlib import Path
@@ -51,17 +52,24 @@ def cmd_run(args) -> int:
             print(f"  workers:  {processes} processes")
         sys.stdout.flush()
 
-    if settings.gateway.processes > 1:
-        from . import supervisor  # before anything imports prometheus_client
+    try:
+        if settings.gateway.processes > 1:
+            from . import supervisor  # before anything imports prometheus_client
 
-        return supervisor.run(settings, describe)
+            return supervisor.run(settings, describe)
 
-    from . import server
+        from . import server
 
-    def ready(running) -> None:
-        describe(1, "smtp" in running.runtime.health_probes or bool(running.stops))
+        def ready(running) -> None:
+            describe(1, "smtp" in running.runtime.health_probes or bool(running.stops))
 
-    asyncio.run(server.serve(settings, ready))
+        asyncio.run(server.serve(settings, ready))
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"error: cannot listen: {exc}; is another gateway or program using the "
+              "port? See [smtp] listen and [http] listen", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
 
 

@@ -2,9 +2,9 @@
 
 The gateway's hot paths are Python on one event loop, so one process uses one core. With
 `processes = N` the supervisor (this module, the process `gateway run` started) binds the
-SMTP and HTTP listening sockets, then forks N workers; each runs the whole gateway
-(`server.serve`) on those same sockets, and the kernel hands a new connection to whichever
-worker accepts it first (an idle one, usually).
+SMTP and HTTP listening sockets, one pair per worker on the same ports (SO_REUSEPORT), then
+forks N workers; each runs the whole gateway (`server.serve`) on its pair, and the kernel
+spreads new connections over the workers.
 
 What the workers share and what they don't:
 
@@ -55,10 +55,22 @@ PR_SET_PDEATHSIG = 1
 
 
 def bind(listen: Listen) -> socket.socket:
+    """One worker's listening socket: SO_REUSEPORT, so every worker has its own and the
+    kernel spreads new connections over them (a shared socket would let whichever
+    worker wakes first take a whole burst of connections)."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.create_server((listen.host, listen.port), family=family, backlog=1024)
+    sock = socket.create_server((listen.host, listen.port), family=family, backlog=1024,
+                                reuse_port=True)
     sock.set_inheritable(True)
     return sock
+
+
+def bind_all(listen: Listen, count: int) -> list[socket.socket]:
+    """`count` sockets for `listen`; first a plain bind, so that a port some other
+    program (or gateway) listens on is an error here, not a port silently shared."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    socket.create_server((listen.host, listen.port), family=family).close()
+    return [bind(listen) for _ in range(count)]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -117,7 +129,10 @@ def run(settings: Settings, ready) -> int:
 
     count = settings.gateway.processes
     Ledger(settings.gateway.data_dir).close()  # schema and WAL made once, before the race
-    sockets = {"smtp": bind(settings.smtp.listen), "http": bind(settings.http.listen)}
+    # Bound here, before any worker starts, and kept: a worker that is replaced takes over
+    # its sockets, with the connections that arrived meanwhile still in their queues.
+    smtp, http = bind_all(settings.smtp.listen, count), bind_all(settings.http.listen, count)
+    sockets = [{"smtp": smtp[k], "http": http[k]} for k in range(count)]
     workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
     stopping: list[float] = []  # the deadline, once asked to stop
 
@@ -135,7 +150,7 @@ def run(settings: Settings, ready) -> int:
     status = 0
     try:
         for index in range(count):
-            workers[_spawn(settings, index, sockets)] = (index, time.monotonic())
+            workers[_spawn(settings, index, sockets[index])] = (index, time.monotonic())
         ready(count)
         while workers:
             pid, code = os.waitpid(-1, os.WNOHANG)
@@ -163,10 +178,11 @@ def run(settings: Settings, ready) -> int:
                 stop(signal.SIGTERM, None)
                 continue
             time.sleep(min(5.0, 0.2 * 2 ** quick_exits))
-            workers[_spawn(settings, index, sockets)] = (index, time.monotonic())
+            workers[_spawn(settings, index, sockets[index])] = (index, time.monotonic())
     finally:
-        for sock in sockets.values():
-            sock.close()
+        for own in sockets:
+            for sock in own.values():
+                sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     event(log, "stopped")
     return status

@@ -28,7 +28,8 @@ def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
     values = dict(
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=smtp_port,
         http_port=http_port, smtp_extra="", secret='"s"', reply_handling="rewrite",
-        upstream=upstream, max_age="5d", dkim="", org_name="Acme Garden Ltd")
+        upstream=upstream, max_age="5d", dkim="", org_name="Acme Garden Ltd",
+        gateway_extra="")
     values.update(over)
     text = BASE_TOML.format(**values)
     if delivery_extra:

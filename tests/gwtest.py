@@ -28,6 +28,7 @@ BASE_TOML = """
 [gateway]
 data_dir = "{data_dir}"
 mode = "{mode}"
+{gateway_extra}
 
 [smtp]
 listen = "127.0.0.1:{smtp_port}"
@@ -105,7 +106,7 @@ def make_settings(tmp_path: Path, **over) -> config.Settings:
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
         http_port=free_port(), smtp_extra="", secret='"test-secret"',
         reply_handling="rewrite", upstream=f"maildir:{tmp_path / 'outbox'}", max_age="5d",
-        dkim="", org_name="Acme Garden Ltd",
+        dkim="", org_name="Acme Garden Ltd", gateway_extra="",
     )
     values.update(over)
     return config.parse(textwrap.dedent(BASE_TOML.format(**values)), None, tmp_path)

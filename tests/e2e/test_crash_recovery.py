@@ -22,13 +22,13 @@ from gateway.ledger import Ledger, parse_evidence
 pytestmark = pytest.mark.slow
 
 
-def write_config(tmp_path, sink_port: int) -> tuple:
+def write_config(tmp_path, sink_port: int, processes: int = 1) -> tuple:
     smtp_port, http_port = free_port(), free_port()
     text = BASE_TOML.format(
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=smtp_port,
         http_port=http_port, smtp_extra="", secret='"s"', reply_handling="rewrite",
         upstream=f"smtp://127.0.0.1:{sink_port}?tls=none", max_age="5d", dkim="",
-        org_name="Acme Garden Ltd")
+        org_name="Acme Garden Ltd", gateway_extra=f"processes = {processes}")
     path = tmp_path / "config.toml"
     path.write_text(text)
     return path, smtp_port, http_port
@@ -61,23 +61,38 @@ def seed_recipients(data_dir, count: int) -> None:
     ledger.close()
 
 
-async def test_sigkill_after_accepting_50_messages_loses_none_and_duplicates_none(tmp_path,
-                                                                                   sink):
-    await sink.stop()  # upstream down: every accepted message sits in the spool
-    config_path, smtp_port, _ = write_config(tmp_path, sink.port)
-    seed_recipients(tmp_path / "data", 50)
-    proc = await asyncio.to_thread(start_gateway, config_path, smtp_port)
+async def send_50(smtp_port: int, connections: int) -> list[str]:
+    """50 messages over `connections` concurrent connections; the Message-IDs answered 250."""
     accepted = []
-    try:
+
+    async def one_connection(first: int, count: int) -> None:
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port,
                                    start_tls=False) as client:
             await client.login("acme-news", "news-pass")
-            for i in range(50):
+            for i in range(first, first + count):
                 mid = f"<crash-{i}@acme.test>"
                 data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
                         f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
                 await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
                 accepted.append(mid)
+
+    per = 50 // connections
+    await asyncio.gather(*(one_connection(c * per, per) for c in range(connections)))
+    return accepted
+
+
+# With two worker processes the mail lands in both workers' spools (five connections);
+# SIGKILL of `gateway run` takes the workers down with it.
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_sigkill_after_accepting_50_messages_loses_none_and_duplicates_none(
+        tmp_path, sink, processes):
+    await sink.stop()  # upstream down: every accepted message sits in the spool
+    config_path, smtp_port, _ = write_config(tmp_path, sink.port, processes)
+    seed_recipients(tmp_path / "data", 50)
+    proc = await asyncio.to_thread(start_gateway, config_path, smtp_port)
+    accepted = []
+    try:
+        accepted = await send_50(smtp_port, 1 if processes == 1 else 5)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
