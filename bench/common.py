@@ -143,15 +143,50 @@ def wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
 # -- /proc readings ----------------------------------------------------------------------
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (a gateway's worker processes)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as fh:
+                todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return found
+
+
 def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM (kB) of a process."""
-    out = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
+    """VmRSS / VmHWM (kB) of a process and its descendants, summed (a gateway with
+    several worker processes counts them all)."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    for one in descendants(pid):
+        try:
+            with open(f"/proc/{one}/status") as fh:
+                for line in fh:
+                    key, _, value = line.partition(":")
+                    if key in out:
+                        out[key] += int(value.split()[0])
+        except OSError:
+            pass
     return out
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size (kB) of the process and its descendants: pages shared
+    between them (a forked worker shares its parent's) counted once in all."""
+    total = 0
+    for one in descendants(pid):
+        try:
+            with open(f"/proc/{one}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
 
 
 def child_pid(pid: int) -> int:
@@ -161,20 +196,28 @@ def child_pid(pid: int) -> int:
 
 
 def reset_hwm(pid: int) -> bool:
-    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    """Reset the peak RSS (VmHWM) of the process and its descendants to their current RSS
+    (Linux >= 4.0)."""
     try:
-        with open(f"/proc/{pid}/clear_refs", "w") as fh:
-            fh.write("5")
+        for one in descendants(pid):
+            with open(f"/proc/{one}/clear_refs", "w") as fh:
+                fh.write("5")
         return True
     except OSError:
         return False
 
 
 def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process (its threads included)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """user + system CPU time of a process and its descendants (threads included)."""
+    total = 0
+    for one in descendants(pid):
+        try:
+            with open(f"/proc/{one}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def system_cpu() -> tuple[float, float]:

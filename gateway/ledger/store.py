@@ -96,20 +96,35 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-# Rows per multi-row INSERT: well inside SQLite's 32,766 bound variables at 16 columns.
+# Rows per multi-row INSERT: well inside SQLite's 32,766 bound variables at 16 columns; and
+# bytes bound per statement (SQLite copies what is bound: ten 10 MB copies in one statement
+# would be 100 MB more at once), so a big row gets a statement of its own.
 ROWS_PER_STATEMENT = 500
+BYTES_PER_STATEMENT = 1 << 20
+
+
+def _size(row: tuple) -> int:
+    return sum(len(v) for v in row if isinstance(v, (bytes, str)))
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple]) -> None:
-    """INSERT many rows with one statement per ROWS_PER_STATEMENT rows (`head` ends with
-    VALUES). One statement is one step: a writer thread gives up the GIL once per
-    statement, not once per row as executemany does."""
+    """INSERT many rows with few statements (`head` ends with VALUES): up to
+    ROWS_PER_STATEMENT rows or BYTES_PER_STATEMENT bytes each. One statement is one step:
+    a writer thread gives up the GIL once per statement, not once per row as executemany
+    does."""
     if not rows:
         return
     group = "(" + ",".join("?" * len(rows[0])) + ")"
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        part = rows[start:start + ROWS_PER_STATEMENT]
-        conn.execute(head + ",".join([group] * len(part)), [v for row in part for v in row])
+    part: list[tuple] = []
+    size = 0
+    for row in rows:
+        row_size = _size(row)
+        if part and (len(part) >= ROWS_PER_STATEMENT or size + row_size > BYTES_PER_STATEMENT):
+            conn.execute(head + ",".join([group] * len(part)), [v for r in part for v in r])
+            part, size = [], 0
+        part.append(row)
+        size += row_size
+    conn.execute(head + ",".join([group] * len(part)), [v for r in part for v in r])
 
 
 def next_ids(conn: sqlite3.Connection, table: str, n: int) -> range:

@@ -20,6 +20,33 @@ from .upstream import PermanentFailure, TemporaryFailure, make_upstream
 log = logging.getLogger("gateway.delivery")
 
 RECENTLY_FINISHED = 10_000  # ids remembered against a late wake(); seconds of traffic
+# Bytes of copies being sent at once (each send holds about three times its copy while
+# the SMTP client normalises and dot-stuffs it). A bigger copy goes alone.
+BYTES_IN_FLIGHT = 64 << 20
+SMALL_COPY = 256 << 10  # copies below this size don't count against it
+
+
+class ByteBudget:
+    """An asyncio semaphore counted in bytes; an amount above the whole budget waits until
+    nothing else is in flight, then goes alone."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def take(self, amount: int):
+        amount = min(amount, self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + amount <= self.total)
+            self.used += amount
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= amount
+                self._changed.notify_all()
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -52,6 +79,7 @@ class Delivery:
         self._tasks: list[asyncio.Task] = []
         # Delivered copies whose mark the writer has not committed yet (still in_flight).
         self._marking: set[asyncio.Future] = set()
+        self.budget = ByteBudget(BYTES_IN_FLIGHT)
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
                                         self.settings.timeout, rt.worker)
                           for _ in range(self.settings.workers)]
@@ -162,7 +190,11 @@ class Delivery:
         (the worker goes on meanwhile; the copy stays in flight until it is)."""
         metrics = self.rt.metrics.delivery_attempts
         try:
-            detail = await upstream.send(item)
+            if len(item.copy.data) < SMALL_COPY:  # the usual case: no bookkeeping
+                detail = await upstream.send(item)
+            else:
+                async with self.budget.take(len(item.copy.data)):
+                    detail = await upstream.send(item)
         except PermanentFailure as exc:
             metrics.labels("permanent_failure").inc()
             self.rt.note("upstream", False, str(exc))

@@ -120,6 +120,9 @@ class GatewayHandler:
         self.spool = spool
         self.wake = wake
         self.settings = rt.settings
+        # Big messages are prepared one at a time: the GIL runs one anyway, and each
+        # holds several times its size while it is rewritten.
+        self._big = asyncio.Semaphore(1)
 
     # -- authentication -----------------------------------------------------------------
 
@@ -238,7 +241,8 @@ class GatewayHandler:
         the loop keeps serving the other clients meanwhile."""
         if len(raw) * len(rcpts) <= INLINE_PREPARE_BYTES and self.rt.dkim is None:
             return prepare(self.rt, raw, mail_from, rcpts, stream)
-        return await asyncio.to_thread(prepare, self.rt, raw, mail_from, rcpts, stream)
+        async with self._big:
+            return await asyncio.to_thread(prepare, self.rt, raw, mail_from, rcpts, stream)
 
     async def _store(self, prepared: Prepared, raw: bytes, mail_from: str,
                      inbound_copies: list[Copy]) -> str:
