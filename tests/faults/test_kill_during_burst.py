@@ -185,8 +185,8 @@ async def test_kill_9_mid_burst_loses_nothing_acknowledged(tmp_path, upstream, p
         f"{len(duplicates)} duplicates: more than the delivery workers"
     # A maildir redelivery rewrites the same file name: no window at all.
     assert upstream == "smtp" or not duplicates
-    print(f"\nkill -9 burst ({upstream}, {processes} processes): {len(acked_mail)} mail acked, {len(acked_texts)} texts, "
-          f"{len(ack.opt_outs)} opt-outs; {len(received)} delivered, duplicates "
+    print(f"\nkill -9 burst ({upstream}, {processes} processes): {len(acked_mail)} mail acked, "
+          f"{len(acked_texts)} texts, {len(ack.opt_outs)} opt-outs; {len(received)} delivered, duplicates "
           f"{sorted(duplicates)}; client errors {dict(ack.errors)}")
 
     texts, torn = outbox_ids(gw)
