@@ -96,8 +96,12 @@ def role_stub(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def role_bare(port: int, stub_port: int) -> None:
-    """The bare forwarder: same form POST in, forwarded with one shared ClientSession."""
+def role_bare(port: int, stub_port: int, processes: int = 1) -> None:
+    """The bare forwarder: same form POST in, forwarded with one shared ClientSession.
+    With `processes` > 1, that many copies of it share the port (SO_REUSEPORT)."""
+    for _ in range(processes - 1):
+        if os.fork() == 0:
+            break
     import aiohttp
     from aiohttp import web
 
@@ -123,7 +127,8 @@ def role_bare(port: int, stub_port: int) -> None:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     app.router.add_post(PATH.format(sid="{account}"), forward)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
+                reuse_port=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -134,6 +139,7 @@ GATEWAY_TOML = """
 [gateway]
 data_dir = "{data_dir}"
 mode = "enforce"
+processes = {processes}
 
 [smtp]
 listen = "127.0.0.1:{smtp_port}"
@@ -272,6 +278,12 @@ def main() -> int:
                                  epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]))
     ap.add_argument("--requests", type=int, default=5000, help="requests per target (5000)")
     ap.add_argument("--concurrency", type=int, default=20, help="requests in flight (20)")
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                    help="gateway [gateway] processes (default: one per core, as "
+                         "recommended for production)")
+    ap.add_argument("--bare-processes", type=int, default=1,
+                    help="processes of the bare forwarder, sharing its port (1: the plain "
+                         "aiohttp forwarder)")
     ap.add_argument("--warmup", type=int, default=300, help="untimed requests first (300)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="bare/gateway pairs to run, alternating (1)")
@@ -292,7 +304,7 @@ def main() -> int:
         role_stub(args.port)
         return 0
     if args.role == "bare":
-        role_bare(args.port, args.port2)
+        role_bare(args.port, args.port2, args.bare_processes)
         return 0
     return orchestrate(args)
 
@@ -307,7 +319,8 @@ def orchestrate(args) -> int:
     procs: list[common.Proc] = []
     profiled: list[int] = []
     print(f"bench_sms: {args.requests} requests per target, {args.concurrency} in flight, "
-          f"{args.rounds} round(s)")
+          f"{args.rounds} round(s); gateway: {args.processes} process(es), bare forwarder: "
+          f"{args.bare_processes} process(es)")
     print(f"work dir {work} (file system {common.fs_type(work)}); "
           f"{common.load_note()} before start")
     others = common.busiest_others(3, {os.getpid()})
@@ -319,7 +332,8 @@ def orchestrate(args) -> int:
                                      str(stub_port)], work)
         procs.append(stub)
         bare = common.spawn("bare", [sys.executable, str(me), "--role", "bare", "--port",
-                                     str(bare_port), "--port2", str(stub_port)], work)
+                                     str(bare_port), "--port2", str(stub_port),
+                                     "--bare-processes", str(args.bare_processes)], work)
         procs.append(bare)
         to = numbers(args.recipients)
         seed_consent(data_dir, to)
@@ -327,7 +341,7 @@ def orchestrate(args) -> int:
         config.write_text(GATEWAY_TOML.format(
             data_dir=data_dir, smtp_port=gw_smtp, http_port=gw_http, stub_port=stub_port,
             twilio_sid=TWILIO_SID, twilio_token=TWILIO_TOKEN, stream=STREAM,
-            api_key=API_KEY, sender=SENDER))
+            api_key=API_KEY, sender=SENDER, processes=args.processes))
         gw_cmd = common.gateway_command() + ["run", "--config", str(config), "--log-level",
                                              args.log_level]
         if args.profile:

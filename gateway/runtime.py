@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from .config import Settings
@@ -61,6 +62,13 @@ class Runtime:
         from .ledger import now_iso
 
         entry = self.health.setdefault(component, {})
+        if ok:  # the hot paths say so per message: to the second is enough
+            second = int(time.time())
+            if entry.get("_ok_second") == second:
+                return
+            entry["_ok_second"] = second
+        else:
+            entry.pop("_ok_second", None)  # the next success is news again
         entry["last_ok" if ok else "last_error"] = now_iso()
         if not ok:
             entry["error"] = detail

@@ -55,9 +55,11 @@ class RunningGateway:
     stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def stop(self) -> None:
+        """HTTP first (no new requests; those in flight finish), then each channel (SMTP:
+        no new transactions, those in flight finish, delivery drains), then the stores."""
+        await self.http_runner.cleanup()
         for stop in reversed(self.stops):
             await stop()
-        await self.http_runner.cleanup()
         self.runtime.close()
 
     async def __aenter__(self) -> Self:

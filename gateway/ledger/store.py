@@ -189,6 +189,31 @@ DECISION_INSERT = (
     "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation) VALUES ")
 
 
+# Commits by try_write_now between two checkpoints (the other connections checkpoint on
+# their own commits, every 1000 WAL pages).
+CHECKPOINT_EVERY = 500
+
+
+def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
+                  decisions: Sequence[tuple[Decision, DecisionRecord]]) -> list[int]:
+    """One committed transaction of tokens and decisions; rolled back when it fails."""
+    at = now_iso()
+    token_rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to, at)
+                  for t in tokens]
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        ids = next_ids(conn, "decisions", len(decisions)) if decisions else range(0)
+        insert_rows(conn, "INSERT INTO tokens VALUES ", token_rows)
+        insert_rows(conn, DECISION_INSERT, [_decision_row(i, at, decision, what)
+                                            for i, (decision, what) in zip(ids, decisions)])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return list(ids)
+
+
 def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionRecord) -> tuple:
     outcome = decision.outcome
     if not decision.allowed and what.mode == "monitor":
@@ -221,8 +246,9 @@ class Ledger:
         self.conn = conn
         self._failing_until = 0.0
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []  # every connection but self.conn
         self._closed = False
+        self._written_now = 0
 
     def close(self) -> None:
         with self._lock:
@@ -414,23 +440,47 @@ class Ledger:
         """Tokens and decisions in one transaction, one statement per table (a batch of
         many messages' writes costs what one message's does). Returns the decisions' ids,
         in order. StoreUnavailable when it could not be committed: then nothing was."""
-        at = now_iso()
-        token_rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to,
-                       at) for t in tokens]
         with self._write_lock():
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                ids = next_ids(self.conn, "decisions", len(decisions)) if decisions else range(0)
-                insert_rows(self.conn, "INSERT INTO tokens VALUES ", token_rows)
-                insert_rows(self.conn, DECISION_INSERT, [
-                    _decision_row(i, at, decision, what)
-                    for i, (decision, what) in zip(ids, decisions)])
-                self.conn.execute("COMMIT")
+                return _insert_batch(self.conn, tokens, decisions)
             except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
                 raise self._unavailable(exc) from exc
-        return list(ids)
+
+    def try_write_now(self, tokens: Sequence[TokenRecord] = (),
+                      decisions: Sequence[tuple[Decision, DecisionRecord]] = ()
+                      ) -> list[int] | None:
+        """`write_batch` on the calling thread (the event loop's) if it can be done without
+        waiting: None when another connection holds the write lock, or on any error (the
+        caller then goes through the writer thread, which waits and reports). The commit
+        is an append to the WAL (synchronous=NORMAL: no fsync); checkpoints are left to
+        the other connections (see `checkpoint`)."""
+        conn = getattr(self._local, "now", None)
+        if conn is None:
+            if self._closed:
+                return None
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            with self._lock:
+                self._readers.append(conn)
+            self._local.now = conn
+        try:
+            ids = _insert_batch(conn, tokens, decisions)
+        except sqlite3.Error:
+            return None
+        self._written_now += 1
+        return ids
+
+    def checkpoint_due(self) -> bool:
+        """Writes made by `try_write_now` since the last `checkpoint` call warrant one."""
+        return self._written_now >= CHECKPOINT_EVERY
+
+    def checkpoint(self) -> None:
+        """A passive WAL checkpoint (never waits for readers or writers)."""
+        self._written_now = 0
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def decisions_for(self, address: str, org: str | None = None,
                       limit: int | None = None) -> list[dict]:

@@ -91,6 +91,15 @@ class Writer:
         return job.future
 
     async def write(self, writes: Writes) -> Written:
+        """`submit` and wait. Ledger-only writes (a text's decision, say) are first tried
+        on the spot: when nothing else holds the ledger's write lock, a small commit to
+        the WAL costs less than handing it to the thread and back."""
+        if writes.spool is None and not self._jobs:
+            ids = self.ledger.try_write_now(writes.tokens, writes.decisions)
+            if ids is not None:
+                if self.ledger.checkpoint_due():
+                    self.submit(Writes()).add_done_callback(_ignore)
+                return Written(decision_ids=ids)
         return await self.submit(writes)
 
     def close(self) -> None:
@@ -121,6 +130,8 @@ class Writer:
             self._answer(jobs)
 
     def _commit(self, jobs: list[_Job]) -> None:
+        if self.ledger.checkpoint_due():
+            self.ledger.checkpoint()  # for the writes made on the spot
         self._stage([j for j in jobs if j.writes.tokens or j.writes.decisions], self._ledger)
         by_spool: dict[int, list[_Job]] = {}
         for job in jobs:
@@ -178,6 +189,11 @@ class Writer:
         for loop, group in by_loop.values():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle, group)
+
+
+def _ignore(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a failed checkpoint request is nobody's error
 
 
 def _settle(jobs: list[_Job]) -> None:

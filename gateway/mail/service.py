@@ -22,6 +22,7 @@ log = logging.getLogger("gateway.smtp")
 # mailer repeats on a reused connection are effectively unlimited (our own per-message
 # RCPT cap applies); anything else (NOOP, VRFY, HELP, EHLO floods) is cut off with 421.
 _UNLIMITED = 2**31
+DRAIN_SECONDS = 30.0
 CALL_LIMITS = {"MAIL": _UNLIMITED, "RCPT": _UNLIMITED, "DATA": _UNLIMITED,
                "RSET": _UNLIMITED, "NOOP": 1000, "*": 100}
 
@@ -75,6 +76,10 @@ async def start(rt: Runtime, app: web.Application):
     async def stop() -> None:
         server.close()
         await server.wait_closed()
+        # Open sessions get 421 for anything new; what is being decided and spooled
+        # finishes first (it needs the spool and the ledger).
+        if not await handler.drained(DRAIN_SECONDS):
+            event(log, "smtp_drain_timeout", logging.WARNING, seconds=DRAIN_SECONDS)
         await delivery.stop()
         await asyncio.to_thread(spool.close)
         event(log, "smtp_stopped")

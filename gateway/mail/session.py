@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -28,6 +29,8 @@ from .inbound import asks_to_opt_out, is_auto_reply, parse
 from .rewrite import UnrewritableMessage
 
 log = logging.getLogger("gateway.smtp")
+
+SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
 
 # Up to this much work (message size x recipients) is prepared on the event loop itself.
 INLINE_PREPARE_BYTES = 256 * 1024
@@ -123,6 +126,32 @@ class GatewayHandler:
         # Big messages are prepared one at a time: the GIL runs one anyway, and each
         # holds several times its size while it is rewritten.
         self._big = asyncio.Semaphore(1)
+        # Shutting down: new transactions are refused with 421; `drained` waits for the
+        # RCPT/DATA hooks still at work (they need the ledger and the spool).
+        self.closing = False
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def _working(self):
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Refuse new transactions; wait for the hooks at work. False on timeout."""
+        self.closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     # -- authentication -----------------------------------------------------------------
 
@@ -153,6 +182,8 @@ class GatewayHandler:
     # -- hooks ----------------------------------------------------------------------------
 
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options):
+        if self.closing:
+            return SHUTTING_DOWN
         if has_control(address):
             return "553 5.1.7 Bad sender address: control characters are not allowed"
         envelope.mail_from = address
@@ -160,6 +191,12 @@ class GatewayHandler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options):
+        if self.closing:
+            return SHUTTING_DOWN
+        with self._working():
+            return await self._rcpt(session, envelope, address, rcpt_options)
+
+    async def _rcpt(self, session, envelope, address: str, rcpt_options):
         tx = _tx(envelope)
         local, _, domain = address.rpartition("@")
         if domain.lower() == self.settings.unsubscribe.mailto_domain:
@@ -208,6 +245,12 @@ class GatewayHandler:
         return f"550 5.7.1 Recipient blocked by consent gateway: {decision.reason}"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.closing:
+            return SHUTTING_DOWN
+        with self._working():
+            return await self._data(session, envelope)
+
+    async def _data(self, session, envelope):
         tx = _tx(envelope)
         raw = envelope.original_content or b""
         try:

@@ -137,3 +137,31 @@ async def test_sigterm_under_load_drains_exits_0_and_loses_nothing(tmp_path):
     print(f"\nSIGTERM under load: drained in {drained_in:.2f}s; {len(acked)} mail acked "
           f"({len(delivered_before)} delivered before exit, {len(waiting)} spooled); "
           f"{len(load.texts)} texts; refusals {dict(load.refusals)}")
+
+
+async def test_a_session_open_at_shutdown_is_told_421_not_an_error(tmp_path, sink):
+    """Stopping closes the listener, but sessions already open may still send: they get
+    421 (try later) while the stores are still open, never a 5xx from a closed store."""
+    from gwtest import SOFT_OPT_IN, make_settings
+    from gwtest import seed as seed_rt
+
+    from gateway import server
+
+    settings = make_settings(tmp_path, upstream=f"smtp://127.0.0.1:{sink.port}?tls=none")
+    gw = await server.start(settings)
+    seed_rt(gw.runtime, address="jane@example.com", **SOFT_OPT_IN)
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=settings.smtp.listen.port,
+                             start_tls=False, timeout=10)
+    await client.connect()
+    await client.login("acme-news", "news-pass")
+    message = (b"From: news@acme.test\r\nTo: jane@example.com\r\nSubject: s\r\n"
+               b"Message-ID: <late@acme.test>\r\n\r\nhello\r\n")
+    await client.sendmail("news@acme.test", ["jane@example.com"], message)
+    stopping = asyncio.create_task(gw.stop())
+    await asyncio.sleep(0.3)  # the HTTP side is down, the SMTP channel is draining
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await client.sendmail("news@acme.test", ["jane@example.com"], message)
+    assert refused.value.code == 421
+    client.close()
+    await stopping
+    assert len(sink.messages) == 1
