@@ -33,6 +33,7 @@ def _normalise(settings, channel: str, address: str, org: str | None) -> str:
 
 def cmd_run(args) -> int:
     from . import logs
+    from .ledger.spool import SpoolBusy
 
     settings = _settings(args)
     logs.setup(args.log_level)
@@ -64,6 +65,9 @@ def cmd_run(args) -> int:
             describe(1, "smtp" in running.runtime.health_probes or bool(running.stops))
 
         asyncio.run(server.serve(settings, ready))
+    except SpoolBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise

@@ -41,6 +41,9 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+AUTO_PROCESSES = 8
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     data_dir: Path
@@ -367,10 +370,11 @@ class _Reader:
         )
 
     def processes(self, section: dict) -> int:
-        """`processes`: a count (1 to 64), or "auto" for one per CPU core."""
-        value = section.get("processes", 1)
+        """`processes`: a count (1 to 64), or "auto": one per CPU core, at most
+        AUTO_PROCESSES (the ledger takes one write at a time: more add little)."""
+        value = section.get("processes", "auto")
         if value == "auto":
-            return max(1, min(64, os.cpu_count() or 1))
+            return max(1, min(AUTO_PROCESSES, len(os.sched_getaffinity(0))))
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
             raise self.fail("gateway.processes", 'expected a number from 1 to 64, or "auto"')
         return value

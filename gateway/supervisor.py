@@ -49,8 +49,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("gateway.supervisor")
 
 STOP_GRACE = 60.0  # seconds the workers get to drain after SIGTERM, then SIGKILL
-QUICK_EXIT = 10.0  # a worker that dies this soon after starting...
-MAX_QUICK_EXITS = 5  # ...this many times in a row: give up (it cannot start)
+START_TIMEOUT = 60.0  # seconds every worker gets to start serving
+QUICK_EXIT = 10.0  # workers dying with less than this between them...
+MAX_QUICK_EXITS = 5  # ...this many times in a row: give up
+CANNOT_START = 3  # a worker's exit code for "restarting cannot help" (as EXIT_CONFIG)
 PR_SET_PDEATHSIG = 1
 
 
@@ -82,15 +84,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(settings: Settings, index: int, sockets: dict, parent: int) -> int:
+def _worker(settings: Settings, index: int, sockets: dict, parent: int, ready_fd: int) -> int:
     from . import server
+    from .ledger.spool import SpoolBusy
 
     _die_with_parent(parent)
     logs.tag_worker(index)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+
+    def ready(_running) -> None:
+        os.write(ready_fd, b"r")
+
     try:
-        asyncio.run(server.serve(settings, None, worker=index, sockets=sockets))
+        asyncio.run(server.serve(settings, ready, worker=index, sockets=sockets))
+    except SpoolBusy as exc:  # another gateway on this data_dir: restarting cannot help
+        event(log, "worker_cannot_start", logging.ERROR, worker=index, error=str(exc))
+        return CANNOT_START
     except BaseException:  # noqa: BLE001 - the worker's last words, then its exit code
         event(log, "worker_failed", logging.ERROR, worker=index,
               error=traceback.format_exc(limit=8).strip().replace("\n", " | "))
@@ -98,7 +108,7 @@ def _worker(settings: Settings, index: int, sockets: dict, parent: int) -> int:
     return 0
 
 
-def _spawn(settings: Settings, index: int, sockets: dict) -> int:
+def _spawn(settings: Settings, index: int, sockets: dict, ready_fd: int) -> int:
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -106,7 +116,7 @@ def _spawn(settings: Settings, index: int, sockets: dict) -> int:
     if pid == 0:  # the worker: never returns into the supervisor's code
         code = 1
         try:
-            code = _worker(settings, index, sockets, parent)
+            code = _worker(settings, index, sockets, parent, ready_fd)
         finally:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
@@ -116,73 +126,139 @@ def _spawn(settings: Settings, index: int, sockets: dict) -> int:
     return pid
 
 
-def run(settings: Settings, ready) -> int:
+class _Supervisor:
+    def __init__(self, settings: Settings, metrics_dir: str):
+        from prometheus_client import multiprocess
+
+        self.settings = settings
+        self.count = settings.gateway.processes
+        self.metrics_dir = metrics_dir
+        self.mark_dead = multiprocess.mark_process_dead
+        # Bound here, before any worker starts, and kept: a worker that is replaced takes
+        # over its sockets, with the connections that arrived meanwhile still queued.
+        smtp = bind_all(settings.smtp.listen, self.count)
+        http = bind_all(settings.http.listen, self.count)
+        self.sockets = [{"smtp": smtp[k], "http": http[k]} for k in range(self.count)]
+        self.ready_r, self.ready_w = os.pipe()
+        os.set_blocking(self.ready_r, False)
+        self.workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
+        self.stopping: list[float] = []  # the deadline, once asked to stop
+        self.status = 0
+
+    def spawn(self, index: int) -> None:
+        pid = _spawn(self.settings, index, self.sockets[index], self.ready_w)
+        self.workers[pid] = (index, time.monotonic())
+
+    def stop(self, signum=signal.SIGTERM, _frame=None) -> None:
+        if not self.stopping:
+            event(log, "shutting_down", signal=signal.Signals(signum).name,
+                  workers=len(self.workers))
+            self.stopping.append(time.monotonic() + STOP_GRACE)
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def readies(self) -> int:
+        try:
+            return len(os.read(self.ready_r, 4096))
+        except BlockingIOError:
+            return 0
+
+    def reap(self) -> tuple[int, int, int, float] | None:
+        """A worker that ended: (pid, index, exit code, seconds it lived), or None;
+        SIGKILLs the workers still running once the stop deadline has passed."""
+        pid, code = os.waitpid(-1, os.WNOHANG)
+        if pid == 0 or pid not in self.workers:
+            if self.stopping and time.monotonic() > self.stopping[0]:
+                for other in self.workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(other, signal.SIGKILL)
+            return None
+        index, started = self.workers.pop(pid)
+        self.mark_dead(pid, self.metrics_dir)
+        return pid, index, os.waitstatus_to_exitcode(code), time.monotonic() - started
+
+    def start(self) -> bool:
+        """Start every worker and wait until each serves; False when one cannot start
+        (then the others are stopped and `status` says why)."""
+        for index in range(self.count):
+            self.spawn(index)
+        ready = 0
+        deadline = time.monotonic() + START_TIMEOUT
+        while ready < self.count and not self.stopping:
+            ready += self.readies()
+            ended = self.reap()
+            if ended is not None:
+                pid, index, code, _ = ended
+                event(log, "worker_died", logging.ERROR, worker=index, pid=pid, exit=code)
+                self.status = code if code > 0 else 1
+                self.stop()
+                return False
+            if time.monotonic() > deadline:
+                event(log, "start_timeout", logging.ERROR, seconds=START_TIMEOUT)
+                self.status = 1
+                self.stop()
+                return False
+            time.sleep(0.02)
+        return not self.stopping
+
+    def supervise(self) -> None:
+        quick_exits = 0
+        while self.workers:
+            self.readies()
+            ended = self.reap()
+            if ended is None:
+                time.sleep(0.1)
+                continue
+            pid, index, code, lived = ended
+            if self.stopping:
+                event(log, "worker_stopped", worker=index, pid=pid, exit=code)
+                continue
+            event(log, "worker_died", logging.ERROR, worker=index, pid=pid, exit=code)
+            if code == CANNOT_START:
+                self.status = code
+                self.stop()
+                continue
+            quick_exits = quick_exits + 1 if lived < QUICK_EXIT else 1
+            if quick_exits >= MAX_QUICK_EXITS:
+                event(log, "giving_up", logging.ERROR, worker=index,
+                      reason=f"{quick_exits} workers in a row died within "
+                             f"{QUICK_EXIT:.0f} s of starting")
+                self.status = 1
+                self.stop()
+                continue
+            time.sleep(min(5.0, 0.2 * 2 ** quick_exits))
+            self.spawn(index)
+
+    def close(self) -> None:
+        for own in self.sockets:
+            for sock in own.values():
+                sock.close()
+        os.close(self.ready_r)
+        os.close(self.ready_w)
+
+
+def run(settings: Settings, describe) -> int:
     """Supervise `settings.gateway.processes` workers until SIGTERM/SIGINT; the exit code."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the supervisor set "
                            f"{MULTIPROC_ENV}: workers' metrics would not add up")
     metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
-    from prometheus_client import multiprocess
-
     from .ledger import Ledger
 
-    count = settings.gateway.processes
-    Ledger(settings.gateway.data_dir).close()  # schema and WAL made once, before the race
-    # Bound here, before any worker starts, and kept: a worker that is replaced takes over
-    # its sockets, with the connections that arrived meanwhile still in their queues.
-    smtp, http = bind_all(settings.smtp.listen, count), bind_all(settings.http.listen, count)
-    sockets = [{"smtp": smtp[k], "http": http[k]} for k in range(count)]
-    workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
-    stopping: list[float] = []  # the deadline, once asked to stop
-
-    def stop(signum, _frame) -> None:
-        if not stopping:
-            event(log, "shutting_down", signal=signal.Signals(signum).name, workers=len(workers))
-            stopping.append(time.monotonic() + STOP_GRACE)
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    quick_exits = 0
-    status = 0
     try:
-        for index in range(count):
-            workers[_spawn(settings, index, sockets[index])] = (index, time.monotonic())
-        ready(count)
-        while workers:
-            pid, code = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                if stopping and time.monotonic() > stopping[0]:
-                    for other in workers:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(other, signal.SIGKILL)
-                time.sleep(0.1)
-                continue
-            if pid not in workers:
-                continue
-            index, started = workers.pop(pid)
-            multiprocess.mark_process_dead(pid, metrics_dir)
-            exit_code = os.waitstatus_to_exitcode(code)
-            if stopping:
-                event(log, "worker_stopped", worker=index, pid=pid, exit=exit_code)
-                continue
-            event(log, "worker_died", logging.ERROR, worker=index, pid=pid, exit=exit_code)
-            quick_exits = quick_exits + 1 if time.monotonic() - started < QUICK_EXIT else 0
-            if quick_exits >= MAX_QUICK_EXITS:
-                event(log, "giving_up", logging.ERROR, worker=index,
-                      reason=f"{quick_exits} workers in a row died within {QUICK_EXIT:.0f} s")
-                status = 1
-                stop(signal.SIGTERM, None)
-                continue
-            time.sleep(min(5.0, 0.2 * 2 ** quick_exits))
-            workers[_spawn(settings, index, sockets[index])] = (index, time.monotonic())
+        Ledger(settings.gateway.data_dir).close()  # schema and WAL made once, before the race
+        supervisor = _Supervisor(settings, metrics_dir)
+        signal.signal(signal.SIGTERM, supervisor.stop)
+        signal.signal(signal.SIGINT, supervisor.stop)
+        try:
+            if supervisor.start():
+                describe(supervisor.count)
+            supervisor.supervise()
+        finally:
+            supervisor.close()
     finally:
-        for own in sockets:
-            for sock in own.values():
-                sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    event(log, "stopped")
-    return status
+    event(log, "stopped", exit=supervisor.status)
+    return supervisor.status

@@ -333,3 +333,24 @@ def test_gateway_run_with_a_bad_config_exits_with_one_clear_line(tmp_path):
     assert f"{path}:{line}:" in lines[0]
     assert done.stdout == ""
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "65", '"many"', "true", "2.5"])
+def test_a_bad_processes_count_is_refused(tmp_path, value):
+    text = edit('data_dir = "data"', f'data_dir = "data"\nprocesses = {value}')
+    error, path = refused(tmp_path, text)
+
+    assert_names(error, path, "gateway.processes", line=line_number(text, "processes"))
+    assert 'from 1 to 64, or "auto"' in str(error)
+
+
+def test_processes_is_a_count_or_one_per_core(tmp_path):
+    import os
+
+    from gateway.config import AUTO_PROCESSES
+
+    for value, expected in (("3", 3), ('"auto"', min(AUTO_PROCESSES,
+                                                       len(os.sched_getaffinity(0))))):
+        path = write(tmp_path, edit('data_dir = "data"', f'data_dir = "data"\nprocesses = {value}'))
+        assert config.load(path).gateway.processes == expected
+    assert config.load(write(tmp_path, GOOD)).gateway.processes == expected  # the default

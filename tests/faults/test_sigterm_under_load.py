@@ -80,12 +80,16 @@ class Load:
 
 
 def queued_message_ids(gw: GatewayProcess) -> set[str]:
-    conn = sqlite3.connect(gw.data_dir / "spool.db")
-    try:
-        return {r[0] for r in conn.execute(
-            "SELECT message_id FROM spool WHERE status = 'queued'")}
-    finally:
-        conn.close()
+    """Queued in any worker's spool (spool.db, spool-1.db, ...)."""
+    found = set()
+    for path in gw.data_dir.glob("spool*.db"):
+        conn = sqlite3.connect(path)
+        try:
+            found |= {r[0] for r in conn.execute(
+                "SELECT message_id FROM spool WHERE status = 'queued'")}
+        finally:
+            conn.close()
+    return found
 
 
 async def test_sigterm_under_load_drains_exits_0_and_loses_nothing(tmp_path):

@@ -151,18 +151,23 @@ async def test_fewer_processes_after_a_restart_leave_nothing_queued(tmp_path, si
     assert "event=spool_adopted from=spool-1.db" in gw.log_text()
 
 
-async def test_a_second_gateway_on_the_same_data_dir_refuses_to_start(tmp_path):
-    first = GatewayProcess(tmp_path, f"smtp://127.0.0.1:{free_port()}?tls=none")
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_second_gateway_on_the_same_data_dir_refuses_to_start(tmp_path, processes):
+    first = GatewayProcess(tmp_path, f"smtp://127.0.0.1:{free_port()}?tls=none",
+                           over={"gateway_extra": f"processes = {processes}"})
     second_dir = tmp_path / "second"
     second_dir.mkdir()
-    second = GatewayProcess(second_dir, first.upstream, over={"data_dir": str(first.data_dir)})
+    second = GatewayProcess(second_dir, first.upstream,
+                            over={"data_dir": str(first.data_dir),
+                                  "gateway_extra": f"processes = {processes}"})
     await asyncio.to_thread(first.start)
     try:
-        with pytest.raises(AssertionError, match="gateway exited at start"):
-            await asyncio.to_thread(second.start)
-        assert "is in use by another gateway process" in second.log_text()
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "gateway.cli", "run", "--config",
+                             str(second.config)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 3, result.stderr[-2000:]
+        assert "is in use by another gateway process" in result.stderr
     finally:
-        second.kill()
         assert await asyncio.to_thread(first.terminate) == 0
 
 
