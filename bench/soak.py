@@ -6,8 +6,8 @@ through the API at the same time. Not part of the test suite.
 Starts `gateway run` on free loopback ports with a fresh data directory, an SMTP sink
 as upstream and the outbox SMS provider, seeds consent for a population of addresses and
 numbers, then runs SMTP clients, API text senders and an opt-out feeder concurrently.
-Every `--sample` seconds it prints throughput, latency and the gateway's RSS. At the end
-it stops the gateway with SIGTERM (exit 0 expected), checks that everything accepted was
+Every `--sample` seconds it prints throughput, latency and the gateway's memory (PSS of
+all its processes). At the end it stops the gateway with SIGTERM (exit 0 expected), checks that everything accepted was
 delivered, and checks the invariant:
 
     no message was delivered to anyone whose opt-out was recorded before the message's
@@ -37,6 +37,10 @@ from pathlib import Path
 import aiohttp
 import aiosmtplib
 from aiosmtpd.smtp import SMTP as SinkSMTP
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402 - bench/ helpers, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -94,11 +98,9 @@ def free_port() -> int:
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """Resident memory of the gateway: `gateway run` and its worker processes, each
+    page shared among them counted once (PSS)."""
+    return common.pss_kb(pid)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -268,7 +270,7 @@ class Soak:
     async def sampler(self, started: float, samples: list[tuple]) -> None:
         last = (started, 0, 0)
         print(f"{'t (s)':>6} {'mail/s':>7} {'texts/s':>8} {'smtp p99':>9} {'sms p99':>8} "
-              f"{'opt-outs':>8} {'RSS MiB':>8}", flush=True)
+              f"{'opt-outs':>8} {'PSS MiB':>8}", flush=True)
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.args.sample)
@@ -309,12 +311,14 @@ class Soak:
     async def wait_for_delivery(self, sink: Sink, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            conn = sqlite3.connect(self.data / "spool.db")
-            try:
-                depth = conn.execute("SELECT COUNT(*) FROM spool WHERE status = 'queued'"
-                                     ).fetchone()[0]
-            finally:
-                conn.close()
+            depth = 0
+            for path in self.data.glob("spool*.db"):  # one per worker process
+                conn = sqlite3.connect(path)
+                try:
+                    depth += conn.execute("SELECT COUNT(*) FROM spool WHERE status = 'queued'"
+                                          ).fetchone()[0]
+                finally:
+                    conn.close()
             if depth == 0:
                 return True
             await asyncio.sleep(0.5)
@@ -337,7 +341,7 @@ class Soak:
         warm = [rss for t, rss in samples if t <= elapsed * 0.2] or [samples[0][1]]
         late = [rss for t, rss in samples if t >= elapsed * 0.8] or [samples[-1][1]]
         growth = max(late) - max(warm)
-        print(f"RSS: after warm-up (first 20 %) max {max(warm):.1f} MiB, last 20 % max "
+        print(f"memory (PSS, all processes): after warm-up (first 20 %) max {max(warm):.1f} MiB, last 20 % max "
               f"{max(late):.1f} MiB, growth {growth:+.1f} MiB "
               f"({'no growth beyond warm-up' if growth <= 0.1 * max(warm) else 'GROWING'})")
         print(f"SIGTERM: exit status {status}; spool drained before stop: {drained}")
