@@ -7,8 +7,8 @@ Starts `gateway run` on free loopback ports with a fresh data directory, an SMTP
 as upstream and the outbox SMS provider, seeds consent for a population of addresses and
 numbers, then runs SMTP clients, API text senders and an opt-out feeder concurrently.
 Every `--sample` seconds it prints throughput, latency and the gateway's memory (PSS of
-all its processes). At the end it stops the gateway with SIGTERM (exit 0 expected), checks that everything accepted was
-delivered, and checks the invariant:
+all its processes). At the end it stops the gateway with SIGTERM (exit 0 expected),
+checks that everything accepted was delivered, and checks the invariant:
 
     no message was delivered to anyone whose opt-out was recorded before the message's
     decision (ledger optouts.at < decisions.at, for the delivered copy or text).
@@ -341,8 +341,8 @@ class Soak:
         warm = [rss for t, rss in samples if t <= elapsed * 0.2] or [samples[0][1]]
         late = [rss for t, rss in samples if t >= elapsed * 0.8] or [samples[-1][1]]
         growth = max(late) - max(warm)
-        print(f"memory (PSS, all processes): after warm-up (first 20 %) max {max(warm):.1f} MiB, last 20 % max "
-              f"{max(late):.1f} MiB, growth {growth:+.1f} MiB "
+        print(f"memory (PSS, all processes): after warm-up (first 20 %) max "
+              f"{max(warm):.1f} MiB, last 20 % max {max(late):.1f} MiB, growth {growth:+.1f} MiB "
               f"({'no growth beyond warm-up' if growth <= 0.1 * max(warm) else 'GROWING'})")
         print(f"SIGTERM: exit status {status}; spool drained before stop: {drained}")
         problems = self.check(sink)
