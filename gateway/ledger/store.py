@@ -215,6 +215,9 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
 
 
 def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionRecord) -> tuple:
+    """`at` (the write) stands in only for a decision that does not say when it was made."""
+    if decision.decided_at is not None:
+        at = decision.decided_at.astimezone(UTC).isoformat(timespec="microseconds")
     outcome = decision.outcome
     if not decision.allowed and what.mode == "monitor":
         outcome = "would_block"
@@ -387,13 +390,27 @@ class Ledger:
                        source: str = "", method: str = "", message_id: str | None = None,
                        client: str | None = None, token: str | None = None,
                        at: datetime | None = None) -> int:
-        """Append an opt-out (or, with kind="optin", an active opt-in that lifts one)."""
-        when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
-        return self._write(
-            "INSERT INTO optouts (org, channel, address, kind, at, source, method, message_id, "
-            "client, token) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (org, channel, address, kind, when, source, method, message_id, client, token),
-        )
+        """Append an opt-out (or, with kind="optin", an active opt-in that lifts one). Its
+        time is taken once the write lock is held, so a decision recorded as made after
+        it (decisions record when they were made) was made on a ledger that had it."""
+
+        def insert() -> int:
+            when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
+            try:
+                cur = self.conn.execute(
+                    "INSERT INTO optouts (org, channel, address, kind, at, source, method, "
+                    "message_id, client, token) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (org, channel, address, kind, when, source, method, message_id, client,
+                     token))
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+            return int(cur.lastrowid or 0)
+
+        with self._write_lock():
+            if self.conn.in_transaction:  # inside `exclusive()`: the lock is held already
+                return insert()
+            with self.exclusive():
+                return insert()
 
     def opt_outs_for(self, address: str, org: str | None = None) -> tuple[OptOut, ...]:
         sql, params = "SELECT id, org, channel, address, at, kind, source, method FROM optouts " \

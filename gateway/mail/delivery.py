@@ -10,6 +10,7 @@ import random
 import time
 from collections import OrderedDict
 
+from ..errors import StoreUnavailable
 from ..ledger.spool import Copy, Finish, QueuedCopy, Spool
 from ..ledger.writer import Writes
 from ..logs import event
@@ -77,8 +78,6 @@ class Delivery:
         # (its thread was slow to return): it must not be queued a second time.
         self._recently_finished: OrderedDict[int, None] = OrderedDict()
         self._tasks: list[asyncio.Task] = []
-        # Delivered copies whose mark the writer has not committed yet (still in_flight).
-        self._marking: set[asyncio.Future] = set()
         self.budget = ByteBudget(BYTES_IN_FLIGHT)
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
                                         self.settings.timeout, rt.worker)
@@ -121,8 +120,6 @@ class Delivery:
         for task in pending:
             task.cancel()
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
-        if self._marking:  # the last delivered marks, before the spool closes
-            await asyncio.wait(set(self._marking), timeout=grace)
         for upstream in self.upstreams:
             await upstream.close()
 
@@ -165,14 +162,12 @@ class Delivery:
             item = await self.queue.get()
             if item is None:
                 return
-            marking = False
             try:
-                marking = await self._deliver(upstream, item)
+                await self._deliver(upstream, item)
             except Exception as exc:  # noqa: BLE001 - the copy stays queued; log and go on
                 event(log, "delivery_crashed", logging.ERROR, spool_id=item.id, error=repr(exc))
             finally:
-                if not marking:
-                    self._finished(item.id)
+                self._finished(item.id)
                 if self._backlog and self.queue.qsize() < self.settings.workers:
                     self._wake.set()  # keep a backlog flowing without waiting for a poll
 
@@ -185,9 +180,8 @@ class Delivery:
         if self._reading:
             self._finished_while_reading.add(spool_id)
 
-    async def _deliver(self, upstream, item: QueuedCopy) -> bool:
-        """One attempt. True when the copy went and its mark is still being committed
-        (the worker goes on meanwhile; the copy stays in flight until it is)."""
+    async def _deliver(self, upstream, item: QueuedCopy) -> None:
+        """One attempt, and its outcome in the spool."""
         metrics = self.rt.metrics.delivery_attempts
         try:
             if len(item.copy.data) < SMALL_COPY:  # the usual case: no bookkeeping
@@ -199,29 +193,25 @@ class Delivery:
             metrics.labels("permanent_failure").inc()
             self.rt.note("upstream", False, str(exc))
             await self._bounce(item, str(exc), "5.0.0")
-            return False
+            return
         except TemporaryFailure as exc:
             metrics.labels("temporary_failure").inc()
             self.rt.note("upstream", False, str(exc))
             await self._defer(item, str(exc))
-            return False
+            return
         metrics.labels("delivered").inc()
         self.rt.note("upstream", True)
-        mark = self.rt.writer.submit(Writes(spool=self.spool,
-                                            finishes=[Finish(item.id, "delivered", detail)]))
-        self._marking.add(mark)
-        mark.add_done_callback(lambda f: self._marked(f, item))
+        # Waited for: a worker whose copies went but are not yet marked would widen what
+        # a crash re-sends (at most one copy per delivery connection, this way).
+        try:
+            await self.rt.writer.write(Writes(spool=self.spool,
+                                              finishes=[Finish(item.id, "delivered", detail)]))
+        except StoreUnavailable as exc:  # sent, but the spool still says queued
+            event(log, "delivered_mark_failed", logging.ERROR, spool_id=item.id,
+                  error=str(exc))
+            return
         event(log, "delivered", spool_id=item.id, kind=item.copy.kind,
               message_id=item.copy.message_id or "", attempts=item.attempts + 1)
-        return True
-
-    def _marked(self, mark: asyncio.Future, item: QueuedCopy) -> None:
-        self._marking.discard(mark)
-        self._finished(item.id)
-        if not mark.cancelled() and mark.exception() is not None:
-            # Sent, but the spool still says queued: it goes again after a restart.
-            event(log, "delivered_mark_failed", logging.ERROR, spool_id=item.id,
-                  error=str(mark.exception()))
 
     async def _defer(self, item: QueuedCopy, detail: str) -> None:
         if time.time() - item.created_at > self.settings.max_age:

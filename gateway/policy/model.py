@@ -97,6 +97,10 @@ class Decision:
     explanation: str
     evidence_id: str | None = None
     ruleset: str = ""
+    # When it was decided: the context's `now`, taken before the person's records were
+    # read. The audit log records this, not the (later) time the record was written, so
+    # an opt-out that arrived meanwhile shows as after the decision, as it was.
+    decided_at: datetime | None = field(default=None, compare=False)
 
     @property
     def outcome(self) -> str:

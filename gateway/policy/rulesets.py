@@ -69,7 +69,7 @@ def decide(
     person's records; records of other orgs or channels are ignored, and the result
     does not depend on the order they are given in."""
     rs = get_ruleset(ruleset)
-    return replace(_decide(ctx, evidence, optouts, rs), ruleset=rs.name)
+    return replace(_decide(ctx, evidence, optouts, rs), ruleset=rs.name, decided_at=ctx.now)
 
 
 def _decide(ctx, evidence, optouts, rs: RuleSet) -> Decision:

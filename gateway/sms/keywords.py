@@ -45,6 +45,7 @@ NO would not opt anyone out here.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from enum import StrEnum
@@ -142,6 +143,7 @@ _OPT_OUT_INSTRUCTION = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a campaign sends one body to many numbers
 def carries_opt_out_instruction(body: str) -> bool:
     """True when `body` already tells the reader how to opt out (see module docstring)."""
     return _OPT_OUT_INSTRUCTION.search(body) is not None

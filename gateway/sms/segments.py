@@ -25,6 +25,7 @@ Segments(encoding='UCS-2', units=5, segments=1)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +54,7 @@ class Segments:
     segments: int
 
 
+@functools.lru_cache(maxsize=1024)
 def measure(text: str) -> Segments:
     """Measure `text` as an SMS: encoding, units (septets or UTF-16 units) and segments."""
     if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):

@@ -21,6 +21,8 @@ when the provider is Twilio, its status, dates and price. Errors in Twilio's sha
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -55,7 +57,7 @@ def message_resource(stream: Stream, sent: SentText) -> dict[str, Any]:
     """A Twilio message resource for `sent`, as Twilio's SDK parses it."""
     sid = sent.result.message_id
     uri = f"/{API_VERSION}/Accounts/{stream.id}/Messages/{sid}"
-    now = format_datetime(datetime.now(UTC).replace(microsecond=0))
+    now = _http_date(int(time.time()))
     resource: dict[str, Any] = {
         "account_sid": stream.id, "api_version": API_VERSION, "body": sent.body,
         "date_created": now, "date_sent": None, "date_updated": now,
@@ -70,6 +72,12 @@ def message_resource(stream: Stream, sent: SentText) -> dict[str, Any]:
         resource.update({k: sent.result.raw[k] for k in PROVIDER_FIELDS
                          if k in sent.result.raw})
     return resource
+
+
+@functools.lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    """RFC 2822 date of a Unix second, as Twilio writes date_created (made once a second)."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def blocked(exc: TextBlocked) -> web.Response:
