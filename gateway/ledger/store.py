@@ -198,6 +198,12 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
                   decisions: Sequence[tuple[Decision, DecisionRecord]]) -> list[int]:
     """One committed transaction of tokens and decisions; rolled back when it fails."""
     at = now_iso()
+    if len(decisions) == 1 and not tokens and not conn.in_transaction:
+        # One row (a text's decision): one statement, its own transaction.
+        decision, what = decisions[0]
+        cur = conn.execute(DECISION_INSERT + "(NULL" + ",?" * 16 + ")",
+                           _decision_row(0, at, decision, what)[1:])
+        return [int(cur.lastrowid)]
     token_rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to, at)
                   for t in tokens]
     try:

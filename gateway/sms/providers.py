@@ -44,6 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode
 
 import aiohttp
+from yarl import URL
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.sms.segments import measure
@@ -197,7 +198,7 @@ class _HttpProvider:
         self._backoff = backoff
 
     async def _post_form(
-        self, url: str, form: dict[str, str], headers: dict[str, str] | None = None
+        self, url: str | URL, form: dict[str, str], headers: dict[str, str] | None = None
     ) -> tuple[int, str]:
         """POST `form`; connection errors and timeouts become retryable ProviderErrors."""
         # Encoded here, as aiohttp's FormData would (urlencoded UTF-8), but without its
@@ -208,7 +209,9 @@ class _HttpProvider:
             async with self._session_factory().post(
                 url, data=body, headers=headers, timeout=self._timeout
             ) as response:
-                return response.status, await response.text()
+                body = await response.read()
+                # Decoded here: aiohttp's text() guesses an encoding when none is declared.
+                return response.status, body.decode(response.charset or "utf-8", "replace")
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             problem = "timed out" if isinstance(exc, TimeoutError) else f"unreachable ({exc})"
             raise ProviderError(self.name, f"{url} {problem}", retryable=True) from exc
@@ -262,7 +265,8 @@ class TwilioProvider(_HttpProvider):
         # built by hand: aiohttp.BasicAuth is deprecated and encode_basic_auth is 3.14+ only
         credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
         self._headers = {"Authorization": f"Basic {credentials}"}
-        self._url = (
+        # Parsed once (aiohttp would parse a string on every request).
+        self._url = URL(
             f"{api_base.rstrip('/')}/2010-04-01/Accounts/{quote(account_sid, safe='')}"
             "/Messages.json"
         )
