@@ -105,6 +105,8 @@ async def serve(settings: Settings, ready: Callable[[RunningGateway], None] | No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
+    # A worker process starts with them blocked (see supervisor): handled from here on.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     await stop_event.wait()
     event(log, "shutting_down")
     await running.stop()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import shutil
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 from . import logs
 from .config import Listen, Settings
@@ -48,6 +50,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 log = logging.getLogger("gateway.supervisor")
 
+PORT_WAIT = 3.0  # seconds a port in use may take to come free (workers of a killed run)
 STOP_GRACE = 60.0  # seconds the workers get to drain after SIGTERM, then SIGKILL
 START_TIMEOUT = 60.0  # seconds every worker gets to start serving
 QUICK_EXIT = 10.0  # workers dying with less than this between them...
@@ -71,7 +74,16 @@ def bind_all(listen: Listen, count: int) -> list[socket.socket]:
     """`count` sockets for `listen`; first a plain bind, so that a port some other
     program (or gateway) listens on is an error here, not a port silently shared."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    socket.create_server((listen.host, listen.port), family=family).close()
+    deadline = time.monotonic() + PORT_WAIT
+    while True:
+        try:
+            socket.create_server((listen.host, listen.port), family=family).close()
+            break
+        except OSError as exc:
+            # Restarted right after a crash, the old workers may still be dying.
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     return [bind(listen) for _ in range(count)]
 
 
@@ -85,10 +97,10 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker(settings: Settings, index: int, sockets: dict, parent: int, ready_fd: int) -> int:
+    _die_with_parent(parent)  # first: a supervisor killed now must not leave us behind
     from . import server
     from .ledger.spool import SpoolBusy
 
-    _die_with_parent(parent)
     logs.tag_worker(index)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -108,11 +120,20 @@ def _worker(settings: Settings, index: int, sockets: dict, parent: int, ready_fd
     return 0
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _spawn(settings: Settings, index: int, sockets: dict, ready_fd: int) -> int:
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
+    # The worker starts with SIGTERM/SIGINT blocked: one arriving before its event loop
+    # handles them stays pending (server.serve unblocks them), instead of running the
+    # supervisor's handler inherited through fork.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     pid = os.fork()
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     if pid == 0:  # the worker: never returns into the supervisor's code
         code = 1
         try:
@@ -134,11 +155,7 @@ class _Supervisor:
         self.count = settings.gateway.processes
         self.metrics_dir = metrics_dir
         self.mark_dead = multiprocess.mark_process_dead
-        # Bound here, before any worker starts, and kept: a worker that is replaced takes
-        # over its sockets, with the connections that arrived meanwhile still queued.
-        smtp = bind_all(settings.smtp.listen, self.count)
-        http = bind_all(settings.http.listen, self.count)
-        self.sockets = [{"smtp": smtp[k], "http": http[k]} for k in range(self.count)]
+        self.sockets: list[dict[str, socket.socket]] = []
         self.ready_r, self.ready_w = os.pipe()
         os.set_blocking(self.ready_r, False)
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
@@ -177,6 +194,13 @@ class _Supervisor:
         index, started = self.workers.pop(pid)
         self.mark_dead(pid, self.metrics_dir)
         return pid, index, os.waitstatus_to_exitcode(code), time.monotonic() - started
+
+    def bind(self) -> None:
+        """Bound before any worker starts, and kept: a worker that is replaced takes over
+        its sockets, with the connections that arrived meanwhile still queued."""
+        smtp = bind_all(self.settings.smtp.listen, self.count)
+        http = bind_all(self.settings.http.listen, self.count)
+        self.sockets = [{"smtp": smtp[k], "http": http[k]} for k in range(self.count)]
 
     def start(self) -> bool:
         """Start every worker and wait until each serves; False when one cannot start
@@ -238,22 +262,33 @@ class _Supervisor:
         os.close(self.ready_w)
 
 
+def _remove_stale_metrics() -> None:
+    """Metrics directories of supervisors that are gone (killed before they could remove
+    their own): `gateway-metrics-PID-*` whose PID no longer runs."""
+    for path in Path(tempfile.gettempdir()).glob("gateway-metrics-*-*"):
+        pid = path.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def run(settings: Settings, describe) -> int:
     """Supervise `settings.gateway.processes` workers until SIGTERM/SIGINT; the exit code."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the supervisor set "
                            f"{MULTIPROC_ENV}: workers' metrics would not add up")
-    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    _remove_stale_metrics()
+    metrics_dir = tempfile.mkdtemp(prefix=f"gateway-metrics-{os.getpid()}-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     from .ledger import Ledger
 
     try:
         Ledger(settings.gateway.data_dir).close()  # schema and WAL made once, before the race
         supervisor = _Supervisor(settings, metrics_dir)
-        signal.signal(signal.SIGTERM, supervisor.stop)
+        signal.signal(signal.SIGTERM, supervisor.stop)  # before the ports open
         signal.signal(signal.SIGINT, supervisor.stop)
         try:
-            if supervisor.start():
+            supervisor.bind()
+            if not supervisor.stopping and supervisor.start():
                 describe(supervisor.count)
             supervisor.supervise()
         finally:

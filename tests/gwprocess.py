@@ -104,10 +104,24 @@ class GatewayProcess:
         return self
 
     def kill(self) -> None:
-        """SIGKILL: no drain, no cleanup, as a crash or the OOM killer would."""
+        """SIGKILL: no drain, no cleanup, as a crash or the OOM killer would. Returns once
+        nothing listens on the ports any more (worker processes die with `gateway run`,
+        but one just forked may take a moment), so a restart is not fooled by them."""
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(
+                    self._listening(p) for p in (self.smtp_port, self.http_port)):
+                time.sleep(0.02)
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
 
     def terminate(self, timeout: float = 40.0) -> int:
         """SIGTERM and the exit status (the gateway must drain and exit 0)."""

@@ -181,3 +181,27 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path, processes):
                              str(gw.config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 3, result.stderr
     assert "error: cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_metrics_files_of_a_killed_gateway_are_removed_at_the_next_start(tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    gw = GatewayProcess(tmp_path, f"smtp://127.0.0.1:{free_port()}?tls=none", over=TWO)
+    await asyncio.to_thread(gw.start)
+    try:
+        first = gw.proc.pid
+        left = list(Path(tempfile.gettempdir()).glob(f"gateway-metrics-{first}-*"))
+        assert len(left) == 1
+        gw.kill()  # no chance to clean up
+        assert left[0].exists()
+        await asyncio.to_thread(gw.start)
+
+        deadline = time.monotonic() + 10  # listening may come before the workers are up
+        while left[0].exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not left[0].exists()
+        assert await asyncio.to_thread(gw.terminate) == 0
+        assert not list(Path(tempfile.gettempdir()).glob(f"gateway-metrics-{gw.proc.pid}-*"))
+    finally:
+        gw.kill()
