@@ -165,6 +165,9 @@ class _Supervisor:
     def spawn(self, index: int) -> None:
         pid = _spawn(self.settings, index, self.sockets[index], self.ready_w)
         self.workers[pid] = (index, time.monotonic())
+        if self.stopping:  # asked to stop while forking: this one was not told yet
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def stop(self, signum=signal.SIGTERM, _frame=None) -> None:
         if not self.stopping:
@@ -206,6 +209,8 @@ class _Supervisor:
         """Start every worker and wait until each serves; False when one cannot start
         (then the others are stopped and `status` says why)."""
         for index in range(self.count):
+            if self.stopping:
+                return False
             self.spawn(index)
         ready = 0
         deadline = time.monotonic() + START_TIMEOUT

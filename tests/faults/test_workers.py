@@ -205,3 +205,25 @@ async def test_metrics_files_of_a_killed_gateway_are_removed_at_the_next_start(t
         assert not list(Path(tempfile.gettempdir()).glob(f"gateway-metrics-{gw.proc.pid}-*"))
     finally:
         gw.kill()
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.25, 0.35, 0.5, 0.8])
+async def test_sigterm_at_any_moment_of_start_up_stops_everything(tmp_path, delay):
+    """Before the supervisor has its handlers the default action ends it (nothing was
+    started); after, every worker it forked is stopped and waited for: nothing is left
+    running, and the ports are free."""
+    gw = GatewayProcess(tmp_path, f"smtp://127.0.0.1:{free_port()}?tls=none", over=TWO)
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config",
+                             str(gw.config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    await asyncio.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        proc.kill()
+    assert code in (0, -signal.SIGTERM), proc.stderr.read().decode()[-2000:]
+    await asyncio.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", str(gw.config)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a worker outlived gateway run"
+    assert not GatewayProcess._listening(gw.smtp_port)
