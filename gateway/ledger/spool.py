@@ -4,6 +4,7 @@ bounced. Its own SQLite file (WAL, synchronous=FULL: each commit is fsync'd), so
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -77,21 +78,9 @@ class Finish:
         return "deferred" if self.status == "queued" else self.status
 
 
-class _Write:
-    """One caller's write, waiting for (or done by) a group commit."""
-
-    __slots__ = ("done", "error", "fn", "result")
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.done = False
-        self.result = None
-        self.error: BaseException | None = None
-
-
 class Spool:
-    """Queue operations; every method is one short transaction (writes may share one
-    group commit with other threads' writes)."""
+    """Queue operations, each one short transaction. In a running gateway one thread
+    writes (gateway.ledger.writer batches everyone's writes into `write_batch`)."""
 
     def __init__(self, data_dir: Path | str, filename: str = "spool.db"):
         path = Path(data_dir)
@@ -104,8 +93,6 @@ class Spool:
             raise SpoolBusy(f"{self.path} is in use by another gateway process "
                             "(two gateways on one data_dir?)")
         self._lock = threading.Lock()  # the connection: one transaction or read at a time
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Write] = []  # writes waiting for the next group commit
         self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
                                     isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -153,61 +140,25 @@ class Spool:
         return len(rows)
 
     def _tx(self, fn):
-        """Run `fn(conn)` in a committed (fsync'd) write transaction and return its result.
-
-        Group commit: writes that arrive while another commit holds the connection queue
-        up; the next thread to get the connection commits all of them in one transaction
-        (one fsync), and each caller returns only once its own write is committed."""
-        write = _Write(fn)
-        with self._queue_lock:
-            self._queue.append(write)
+        """Run `fn(conn)` in one committed (fsync'd) write transaction; its result.
+        StoreUnavailable when it could not be committed: then nothing was."""
         with self._lock:
-            if not write.done:  # nobody committed it for us meanwhile: commit the queue
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit(batch)
-        if write.error is not None:
-            raise write.error
-        return write.result
-
-    def _commit(self, batch: list[_Write]) -> None:
-        """One transaction for the batch (the caller holds self._lock). When it fails and
-        holds several writes, each is tried again alone, so one write's failure is never
-        another's."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            results = [w.fn(self.conn) for w in batch]
-            self.conn.execute("COMMIT")
-        except BaseException as exc:
             try:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            if len(batch) > 1 and isinstance(exc, Exception):
-                for w in batch:
-                    self._commit([w])
-                return
-            error: BaseException = exc
-            if isinstance(exc, sqlite3.Error):
-                error = StoreUnavailable(f"spool write failed: {exc}")
-                error.__cause__ = exc
-            for w in batch:
-                w.error, w.done = error, True
-            if not isinstance(exc, Exception):
+                self.conn.execute("BEGIN IMMEDIATE")
+                result = fn(self.conn)
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(f"spool write failed: {exc}") from exc
                 raise
-            return
-        for w, result in zip(batch, results):
-            w.result, w.done = result, True
-
-    def put(self, copies: Iterable[Copy]) -> list[int]:
-        """Store copies durably in one transaction; returns their ids. Only after this
-        returns may the SMTP client be told 250."""
-        return [q.id for q in self.enqueue(copies)]
+        return result
 
     def enqueue(self, copies: Iterable[Copy]) -> list[QueuedCopy]:
-        """`put`, answering the queued copies as `due` would read them back (so delivery
-        can take them at once, without reading the spool)."""
+        """Store copies durably in one transaction; the copies as `due` would read them
+        back (so delivery can take them at once, without reading the spool)."""
         return self.write_batch(list(copies), ())
 
     def write_batch(self, copies: Sequence[Copy], finishes: Sequence[Finish]
@@ -267,22 +218,6 @@ class Spool:
             row = self.conn.execute("SELECT MIN(next_attempt_at) FROM spool "
                                     "WHERE status = 'queued'").fetchone()
         return row[0]
-
-    def finish(self, *finishes: Finish) -> None:
-        self.write_batch((), finishes)
-
-    def delivered(self, spool_id: int, detail: str = "") -> None:
-        self.finish(Finish(spool_id, "delivered", detail))
-
-    def bounced(self, spool_id: int, detail: str) -> None:
-        self.finish(Finish(spool_id, "bounced", detail))
-
-    def dropped(self, spool_id: int, detail: str) -> None:
-        """A failed bounce (null sender): nobody left to tell; kept for the log."""
-        self.finish(Finish(spool_id, "dropped", detail))
-
-    def retry_later(self, spool_id: int, at: float, detail: str) -> None:
-        self.finish(Finish(spool_id, "queued", detail, at))
 
     def stats(self) -> dict:
         """Depth, oldest queued, and recent failures, for /status and /metrics."""

@@ -163,11 +163,8 @@ class Writer:
         ids = self.ledger.write_batch(
             tokens=[t for j in jobs for t in j.writes.tokens],
             decisions=[d for j in jobs for d in j.writes.decisions])
-        at = 0
-        for job in jobs:
-            n = len(job.writes.decisions)
-            job.result.decision_ids = ids[at:at + n]
-            at += n
+        for job, mine in zip(jobs, _split(ids, [len(j.writes.decisions) for j in jobs])):
+            job.result.decision_ids = mine
 
     @staticmethod
     def _spool(jobs: list[_Job]) -> None:
@@ -175,11 +172,8 @@ class Writer:
         assert spool is not None
         queued = spool.write_batch([c for j in jobs for c in j.writes.copies],
                                    [f for j in jobs for f in j.writes.finishes])
-        at = 0
-        for job in jobs:
-            n = len(job.writes.copies)
-            job.result.queued = queued[at:at + n]
-            at += n
+        for job, mine in zip(jobs, _split(queued, [len(j.writes.copies) for j in jobs])):
+            job.result.queued = mine
 
     @staticmethod
     def _answer(jobs: list[_Job]) -> None:
@@ -189,6 +183,15 @@ class Writer:
         for loop, group in by_loop.values():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle, group)
+
+
+def _split(results: list, sizes: list[int]) -> list[list]:
+    """A batch's results back into each job's share, in order."""
+    shares, at = [], 0
+    for n in sizes:
+        shares.append(results[at:at + n])
+        at += n
+    return shares
 
 
 def _ignore(future: asyncio.Future) -> None:
