@@ -6,6 +6,7 @@ and stall the gateway)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -35,6 +36,30 @@ def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
     if delivery_extra:
         text = text.replace("workers = 2\n", f"workers = 2\n{delivery_extra}\n", 1)
     return text
+
+
+async def send_mail(smtp_port: int, first: int, count: int, connections: int,
+                    prefix: str = "m") -> list[str]:
+    """`count` messages (to r{i}@example.com, Message-ID <{prefix}-{i}@acme.test>) over
+    `connections` concurrent connections, AUTH as acme-news; the ids answered 250."""
+    import aiosmtplib
+
+    accepted: list[str] = []
+
+    async def one(start: int, n: int) -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False,
+                                   timeout=20) as client:
+            await client.login("acme-news", "news-pass")
+            for i in range(start, start + n):
+                mid = f"<{prefix}-{i}@acme.test>"
+                data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
+                        f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
+                await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
+                accepted.append(mid)
+
+    per = count // connections
+    await asyncio.gather(*(one(first + c * per, per) for c in range(connections)))
+    return accepted
 
 
 def seed(data_dir: Path, emails: list[str] = (), phones: list[str] = ()) -> None:

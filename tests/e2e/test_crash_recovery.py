@@ -13,8 +13,8 @@ import sys
 import time
 from collections import Counter
 
-import aiosmtplib
 import pytest
+from gwprocess import send_mail
 from gwtest import BASE_TOML, free_port
 
 from gateway.ledger import Ledger, parse_evidence
@@ -61,26 +61,6 @@ def seed_recipients(data_dir, count: int) -> None:
     ledger.close()
 
 
-async def send_50(smtp_port: int, connections: int) -> list[str]:
-    """50 messages over `connections` concurrent connections; the Message-IDs answered 250."""
-    accepted = []
-
-    async def one_connection(first: int, count: int) -> None:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port,
-                                   start_tls=False) as client:
-            await client.login("acme-news", "news-pass")
-            for i in range(first, first + count):
-                mid = f"<crash-{i}@acme.test>"
-                data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
-                        f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
-                await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
-                accepted.append(mid)
-
-    per = 50 // connections
-    await asyncio.gather(*(one_connection(c * per, per) for c in range(connections)))
-    return accepted
-
-
 # With two worker processes the mail lands in both workers' spools (five connections);
 # SIGKILL of `gateway run` takes the workers down with it.
 @pytest.mark.parametrize("processes", [1, 2])
@@ -92,7 +72,7 @@ async def test_sigkill_after_accepting_50_messages_loses_none_and_duplicates_non
     proc = await asyncio.to_thread(start_gateway, config_path, smtp_port)
     accepted = []
     try:
-        accepted = await send_50(smtp_port, 1 if processes == 1 else 5)
+        accepted = await send_mail(smtp_port, 0, 50, 1 if processes == 1 else 5, "crash")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -20,9 +20,8 @@ import time
 from collections import Counter
 
 import aiohttp
-import aiosmtplib
 import pytest
-from gwprocess import ADMIN, SMS_KEY, GatewayProcess, seed
+from gwprocess import ADMIN, SMS_KEY, GatewayProcess, seed, send_mail
 from gwtest import Sink, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -36,23 +35,7 @@ def ids(sink: Sink) -> Counter:
 
 
 async def send(gw: GatewayProcess, first: int, count: int, connections: int) -> list[str]:
-    """`count` messages over `connections` concurrent connections; the ids answered 250."""
-    accepted: list[str] = []
-
-    async def one(start: int, n: int) -> None:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port, start_tls=False,
-                                   timeout=20) as client:
-            await client.login("acme-news", "news-pass")
-            for i in range(start, start + n):
-                mid = f"<w-{i}@acme.test>"
-                data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
-                        f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
-                await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
-                accepted.append(mid)
-
-    per = count // connections
-    await asyncio.gather(*(one(first + c * per, per) for c in range(connections)))
-    return accepted
+    return await send_mail(gw.smtp_port, first, count, connections, prefix="w")
 
 
 def worker_pids(gw: GatewayProcess) -> list[int]:
