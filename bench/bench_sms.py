@@ -280,7 +280,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=20, help="requests in flight (20)")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                     help="gateway [gateway] processes (default: one per core, as "
-                         "recommended for production)")
+                         "processes = \"auto\" gives; the gateway's own default is 1)")
     ap.add_argument("--bare-processes", type=int, default=1,
                     help="processes of the bare forwarder, sharing its port (1: the plain "
                          "aiohttp forwarder)")

@@ -570,7 +570,7 @@ def main() -> int:
                     help="gateway [delivery] workers (20, the default of the config)")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                     help="gateway [gateway] processes (default: one per core, as "
-                         "recommended for production)")
+                         "processes = \"auto\" gives; the gateway's own default is 1)")
     ap.add_argument("--bare-processes", type=int, default=1,
                     help="processes of the bare relay, sharing its port (1: the plain "
                          "aiosmtpd -> aiosmtplib passthrough)")

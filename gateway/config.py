@@ -372,7 +372,7 @@ class _Reader:
     def processes(self, section: dict) -> int:
         """`processes`: a count (1 to 64), or "auto": one per CPU core, at most
         AUTO_PROCESSES (the ledger takes one write at a time: more add little)."""
-        value = section.get("processes", "auto")
+        value = section.get("processes", 1)  # the contract: one process by default
         if value == "auto":
             return max(1, min(AUTO_PROCESSES, len(os.sched_getaffinity(0))))
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:

@@ -344,7 +344,7 @@ def test_a_bad_processes_count_is_refused(tmp_path, value):
     assert 'from 1 to 64, or "auto"' in str(error)
 
 
-def test_processes_is_a_count_or_one_per_core(tmp_path):
+def test_processes_is_one_by_default_else_a_count_or_one_per_core(tmp_path):
     import os
 
     from gateway.config import AUTO_PROCESSES
@@ -353,4 +353,4 @@ def test_processes_is_a_count_or_one_per_core(tmp_path):
                                                        len(os.sched_getaffinity(0))))):
         path = write(tmp_path, edit('data_dir = "data"', f'data_dir = "data"\nprocesses = {value}'))
         assert config.load(path).gateway.processes == expected
-    assert config.load(write(tmp_path, GOOD)).gateway.processes == expected  # the default
+    assert config.load(write(tmp_path, GOOD)).gateway.processes == 1  # the default
