@@ -33,6 +33,8 @@ class Runtime:
     # the listening sockets the supervisor made for the workers ("smtp", "http").
     worker: int = 0
     sockets: dict = field(default_factory=dict)
+    # component -> the second of its last noted success (see `note`)
+    _ok_second: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, worker: int = 0, sockets: dict | None = None) -> Runtime:
@@ -64,11 +66,11 @@ class Runtime:
         entry = self.health.setdefault(component, {})
         if ok:  # the hot paths say so per message: to the second is enough
             second = int(time.time())
-            if entry.get("_ok_second") == second:
+            if self._ok_second.get(component) == second:
                 return
-            entry["_ok_second"] = second
+            self._ok_second[component] = second
         else:
-            entry.pop("_ok_second", None)  # the next success is news again
+            self._ok_second.pop(component, None)  # the next success is news again
         entry["last_ok" if ok else "last_error"] = now_iso()
         if not ok:
             entry["error"] = detail

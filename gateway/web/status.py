@@ -266,8 +266,7 @@ async def snapshot(request: web.Request) -> dict:
     health = {"ledger": {"status": "ok" if ledger_ok else "failing", "last_ok": None,
                          "last_error": None, "error": "" if ledger_ok else "not writable"}}
     for name, entry in rt.health.items():
-        shown = {k: v for k, v in entry.items() if not k.startswith("_")}
-        health[name] = {"last_ok": None, "last_error": None, "error": "", **shown,
+        health[name] = {"last_ok": None, "last_error": None, "error": "", **entry,
                         "status": health_of(entry)}
     ruleset = get_ruleset(rt.settings.gateway.ruleset)
     return {
