@@ -27,10 +27,7 @@ import argparse
 import asyncio
 import base64
 import os
-import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -317,7 +314,7 @@ def orchestrate(args) -> int:
     data_dir.mkdir()
     me = Path(__file__).resolve()
     procs: list[common.Proc] = []
-    profiled: list[int] = []
+    profiled = None
     print(f"bench_sms: {args.requests} requests per target, {args.concurrency} in flight, "
           f"{args.rounds} round(s); gateway: {args.processes} process(es), bare forwarder: "
           f"{args.bare_processes} process(es)")
@@ -342,38 +339,18 @@ def orchestrate(args) -> int:
             data_dir=data_dir, smtp_port=gw_smtp, http_port=gw_http, stub_port=stub_port,
             twilio_sid=TWILIO_SID, twilio_token=TWILIO_TOKEN, stream=STREAM,
             api_key=API_KEY, sender=SENDER, processes=args.processes))
-        gw_cmd = common.gateway_command() + ["run", "--config", str(config), "--log-level",
-                                             args.log_level]
-        if args.profile:
-            args.keep = True
-            gw_cmd = [args.profile, "record", "--format", "raw", "--rate", "200", "--threads",
-                      "--gil", "-o", str(work / "gateway.pyspy.txt"), "--"] + gw_cmd
-        gateway = common.spawn("gateway", gw_cmd, work, cwd=work)
+        args.keep = args.keep or bool(args.profile)
+        gateway = common.spawn_gateway(config, work, args.log_level, args.profile)
         procs.append(gateway)
         common.wait_port(stub, stub_port)
         common.wait_port(bare, bare_port)
         common.wait_http(gateway, f"http://127.0.0.1:{gw_http}/healthz")
-        gw_pid = gateway.pid
-        if args.profile:
-            gw_pid = common.child_pid(gateway.pid)
-            profiled.append(gw_pid)
+        gw_pid = common.measured_pid(gateway, args.profile)
+        profiled = gw_pid if args.profile else None
         pids = {"stub": stub.pid, "bare": bare.pid, "gateway": gw_pid}
         return asyncio.run(run_all(args, pids, stub_port, bare_port, gw_http, data_dir, to))
     finally:
-        for pid in profiled:  # py-spy writes its output once the gateway has exited
-            try:
-                os.kill(pid, signal.SIGTERM)
-                procs[-1].popen.wait(60)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        for p in reversed(procs):
-            code = p.stop()
-            if p.name == "gateway" and code not in (0, None):
-                print(f"gateway exited {code}; log tail:\n{p.tail()}")
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        common.stop_all(procs, profiled, work, args.keep)
 
 
 async def run_all(args, pids, stub_port, bare_port, gw_http, data_dir, to) -> int:

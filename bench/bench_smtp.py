@@ -34,10 +34,7 @@ import base64
 import logging
 import os
 import random
-import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -612,7 +609,7 @@ def orchestrate(args) -> int:
     data_dir.mkdir()
     me = Path(__file__).resolve()
     procs: list[common.Proc] = []
-    profiled: list[int] = []  # the gateway's pid under py-spy: stopped first, by pid
+    profiled = None  # the gateway's pid under py-spy: stopped first, by pid
     print(f"bench_smtp: {args.messages} msgs x {args.size} B, {args.concurrency} clients, "
           f"{args.rounds} round(s); gateway: {args.processes} process(es), "
           f"{args.workers} delivery workers each; bare relay: {args.bare_processes} "
@@ -641,41 +638,21 @@ def orchestrate(args) -> int:
             workers=args.workers, user=USER, password=PASSWORD, processes=args.processes,
             allow_headers=args.allow_headers,
             max_size=max(26214400, int(args.mem_size * 2 ** 20 * 1.2))))
-        gw_cmd = common.gateway_command()
-        gw_cmd += ["run", "--config", str(config), "--log-level", args.log_level]
-        if args.profile:
-            args.keep = True
-            gw_cmd = [args.profile, "record", "--format", "raw", "--rate", "200", "--threads", "--gil",
-                      "--subprocesses", "-o", str(work / "gateway.pyspy.txt"), "--"] + gw_cmd
-        gateway = common.spawn("gateway", gw_cmd, work, cwd=work)
+        args.keep = args.keep or bool(args.profile)
+        gateway = common.spawn_gateway(config, work, args.log_level, args.profile)
         procs.append(gateway)
         common.wait_port(sink, sink_port)
         common.wait_port(sink, sink_ctl)
         common.wait_port(bare, bare_port)
         common.wait_http(gateway, f"http://127.0.0.1:{gw_http}/healthz")
         common.wait_port(gateway, gw_smtp)
-        gw_pid = gateway.pid
-        if args.profile:  # the gateway is py-spy's child
-            gw_pid = common.child_pid(gateway.pid)
-            profiled.append(gw_pid)
+        gw_pid = common.measured_pid(gateway, args.profile)
+        profiled = gw_pid if args.profile else None
         pids = {"sink": sink.pid, "bare": bare.pid, "gateway": gw_pid}
         return asyncio.run(run_all(args, pids, sink_ctl, bare_port, gw_smtp, data_dir,
                                    procs))
     finally:
-        for pid in profiled:  # py-spy writes its output once the gateway has exited
-            try:
-                os.kill(pid, signal.SIGTERM)
-                procs[-1].popen.wait(60)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        for p in reversed(procs):
-            code = p.stop()
-            if p.name == "gateway" and code not in (0, None):
-                print(f"gateway exited {code}; log tail:\n{p.tail()}")
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        common.stop_all(procs, profiled, work, args.keep)
 
 
 async def run_all(args, pids, sink_ctl, bare_port, gw_smtp, data_dir, procs) -> int:

@@ -7,6 +7,7 @@ bench_sms.py, which put this directory first on sys.path when run as scripts.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -317,3 +318,37 @@ def table(headers: list[str], rows: list[list], title: str | None = None) -> str
 
 def mb(kb: int) -> str:
     return f"{kb / 1024:.1f}"
+
+
+def spawn_gateway(config: Path, work: Path, log_level: str, profile: str | None) -> Proc:
+    """`gateway run --config CONFIG`, under py-spy (every process of it; the collapsed
+    stacks go to gateway.pyspy.txt in `work`) when `profile` names its binary."""
+    cmd = gateway_command() + ["run", "--config", str(config), "--log-level", log_level]
+    if profile:
+        cmd = [profile, "record", "--format", "raw", "--rate", "200", "--threads", "--gil",
+               "--subprocesses", "-o", str(work / "gateway.pyspy.txt"), "--"] + cmd
+    return spawn("gateway", cmd, work, cwd=work)
+
+
+def measured_pid(gateway: Proc, profile: str | None) -> int:
+    """The gateway's own pid (under py-spy, the profiler's child)."""
+    return child_pid(gateway.pid) if profile else gateway.pid
+
+
+def stop_all(procs: list[Proc], profiled: int | None, work: Path, keep: bool) -> None:
+    """Stop every process (a profiled gateway first, by pid: py-spy writes its output once
+    the gateway has exited), then remove `work` unless kept."""
+    if profiled is not None:
+        try:
+            os.kill(profiled, signal.SIGTERM)
+            procs[-1].popen.wait(60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    for p in reversed(procs):
+        code = p.stop()
+        if p.name == "gateway" and code not in (0, None):
+            print(f"gateway exited {code}; log tail:\n{p.tail()}")
+    if keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
