@@ -275,27 +275,12 @@ def main() -> int:
                                  epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]))
     ap.add_argument("--requests", type=int, default=5000, help="requests per target (5000)")
     ap.add_argument("--concurrency", type=int, default=20, help="requests in flight (20)")
-    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
-                    help="gateway [gateway] processes (default: one per core, as "
-                         "processes = \"auto\" gives; the gateway's own default is 1)")
-    ap.add_argument("--bare-processes", type=int, default=1,
-                    help="processes of the bare forwarder, sharing its port (1: the plain "
-                         "aiohttp forwarder)")
     ap.add_argument("--warmup", type=int, default=300, help="untimed requests first (300)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="bare/gateway pairs to run, alternating (1)")
     ap.add_argument("--recipients", type=int, default=1000,
                     help="distinct seeded numbers, cycled (1000)")
-    ap.add_argument("--work-dir", type=Path, default=None,
-                    help="where data and logs go (default: a new dir under /var/tmp)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--log-level", default="INFO", help="gateway --log-level (INFO)")
-    ap.add_argument("--profile", metavar="PY_SPY", default=None,
-                    help="run the gateway under this py-spy binary (collapsed stacks in "
-                         "gateway.pyspy.txt in the work dir; implies --keep)")
-    ap.add_argument("--role", choices=("stub", "bare"), help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--port2", type=int, help=argparse.SUPPRESS)
+    common.add_run_options(ap, ("stub", "bare"), "forwarder")
     args = ap.parse_args()
     if args.role == "stub":
         role_stub(args.port)

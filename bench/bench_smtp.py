@@ -565,12 +565,6 @@ def main() -> int:
                          "RCPTs in all: aiosmtpd's command_call_limit counts per connection)")
     ap.add_argument("--workers", type=int, default=20,
                     help="gateway [delivery] workers (20, the default of the config)")
-    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
-                    help="gateway [gateway] processes (default: one per core, as "
-                         "processes = \"auto\" gives; the gateway's own default is 1)")
-    ap.add_argument("--bare-processes", type=int, default=1,
-                    help="processes of the bare relay, sharing its port (1: the plain "
-                         "aiosmtpd -> aiosmtplib passthrough)")
     ap.add_argument("--relay-pool", type=int, default=0,
                     help="bare relay's upstream connections (default: --concurrency)")
     ap.add_argument("--allow-headers", choices=("true", "false"), default="true",
@@ -579,16 +573,7 @@ def main() -> int:
     ap.add_argument("--mem-size", type=float, default=10.0, help="memory test: MB each (10)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
-    ap.add_argument("--work-dir", type=Path, default=None,
-                    help="where data and logs go (default: a new dir under /var/tmp)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--log-level", default="INFO", help="gateway --log-level (INFO)")
-    ap.add_argument("--profile", metavar="PY_SPY", default=None,
-                    help="run the gateway under this py-spy binary; the collapsed stacks "
-                         "go to gateway.pyspy.txt in the work dir (implies --keep)")
-    ap.add_argument("--role", choices=("sink", "relay"), help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--port2", type=int, help=argparse.SUPPRESS)
+    common.add_run_options(ap, ("sink", "relay"), "relay")
     args = ap.parse_args()
 
     if args.role == "sink":

@@ -352,3 +352,25 @@ def stop_all(procs: list[Proc], profiled: int | None, work: Path, keep: bool) ->
         print(f"kept {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def add_run_options(ap, roles: tuple[str, ...], bare: str) -> None:
+    """Options every gateway-vs-bare bench shares: processes on each side, where the work
+    goes, logging, profiling, and the hidden ones its own subprocesses are started with."""
+    import argparse
+
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                    help="gateway [gateway] processes (default: one per core, as "
+                         "processes = \"auto\" gives; the gateway's own default is 1)")
+    ap.add_argument("--bare-processes", type=int, default=1,
+                    help=f"processes of the bare {bare}, sharing its port (1: the plain one)")
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="where data and logs go (default: a new dir under /var/tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--log-level", default="INFO", help="gateway --log-level (INFO)")
+    ap.add_argument("--profile", metavar="PY_SPY", default=None,
+                    help="run the gateway under this py-spy binary; the collapsed stacks "
+                         "go to gateway.pyspy.txt in the work dir (implies --keep)")
+    ap.add_argument("--role", choices=roles, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--port2", type=int, help=argparse.SUPPRESS)
