@@ -17,11 +17,19 @@ from aiosmtpd.smtp import SMTP as SinkSMTP
 from gateway import config
 from gateway.ledger import parse_evidence
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one this test process was given before: the kernel may
+    hand the same free port to two calls in a row (a gateway's SMTP and HTTP ports)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 BASE_TOML = """

@@ -8,7 +8,6 @@ import asyncio
 import errno
 import hashlib
 import hmac
-import socket
 import textwrap
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from gwtest import free_port
 
 from gateway import config, server
 from gateway.ledger import parse_evidence
@@ -31,12 +31,6 @@ VONAGE_SIGNING_SECRET = "vonage-signing-secret"
 ACME_NUMBER = "+447400123000"
 BLOOM_NUMBER = "+447400123001"
 PERSON = "+447400123456"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 TOML = """
