@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
@@ -26,10 +27,12 @@ class _Formatter(logging.Formatter):
 
 
 def setup(level: str = "INFO") -> None:
-    # Our records never show thread or process names: don't look them up per record.
+    # Our records never show thread or process names, nor where they were logged from:
+    # don't look them up per record (the logging HOWTO's "Optimization" settings).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     root = logging.getLogger("gateway")
@@ -47,9 +50,12 @@ def tag_worker(worker: int) -> None:
             handler.setFormatter(_Formatter(worker))
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\n\r\t]')
+
+
 def _quote(value: object) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n\r\t'):
+    text = value if type(value) is str else str(value)
+    if not text or _NEEDS_QUOTES.search(text):
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") \
             .replace("\r", "\\r") + '"'
     return text

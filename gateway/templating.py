@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import jinja2
@@ -30,5 +31,23 @@ def environment() -> jinja2.Environment:
     )
 
 
+# name -> (when it was last checked against its file, the template)
+_CHECKED: dict[str, tuple[float, jinja2.Template]] = {}
+RECHECK_SECONDS = 1.0
+
+
+def template(name: str) -> jinja2.Template:
+    """`get_template(name)`, its check of the file (a stat) made at most once a second: a
+    template is rendered for every text and message, and an operator's edit shows within
+    a second."""
+    now = time.monotonic()
+    checked = _CHECKED.get(name)
+    if checked is not None and now - checked[0] < RECHECK_SECONDS:
+        return checked[1]
+    found = environment().get_template(name)
+    _CHECKED[name] = (now, found)
+    return found
+
+
 def render(name: str, **context) -> str:
-    return environment().get_template(name).render(**context)
+    return template(name).render(**context)

@@ -174,14 +174,29 @@ EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "
 EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
 
 
+# One person's evidence (kind 0, EVIDENCE_COLUMNS) and opt-outs (kind 1: id, org, channel,
+# address, at, kind, source, method), each in id order.
+HISTORY_SELECT = (
+    f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
+    "WHERE address = ? AND channel = ? AND org = ? "
+    "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
+    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?) "
+    "ORDER BY 1, 2")
+
+
 def _evidence_of(r: tuple) -> Evidence:
     """An Evidence from a row of EVIDENCE_COLUMNS."""
     return Evidence(
         id=str(r[0]), org=r[1], channel=r[2], address=r[3], basis=r[4],
-        obtained_at=_time(r[5]), source=r[6], categories=tuple(json.loads(r[7])),
+        obtained_at=_time(r[5]), source=r[6], categories=_names(r[7]),
         context=r[8], collected_by=r[9],
         opt_out_offered=None if r[10] is None else bool(r[10]),
-        named_orgs=tuple(json.loads(r[11])))
+        named_orgs=_names(r[11]))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A JSON list column (categories, named_orgs) as a tuple; most are empty."""
+    return () if text == "[]" else tuple(json.loads(text))
 
 
 DECISION_INSERT = (
@@ -449,8 +464,15 @@ class Ledger:
 
     def history(self, org: str, channel: str, address: str
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
-        """What the rules engine needs for one person, org and channel."""
-        return self.evidence_for(address, channel, org), self.opt_outs_for(address, org)
+        """What the rules engine needs for one person, org and channel: what
+        `evidence_for(address, channel, org)` and `opt_outs_for(address, org)` answer, read
+        with one statement (a decision per message: one read of the ledger, not two)."""
+        rows = self._reader().execute(HISTORY_SELECT, (address, channel, org, address, org,
+                                                       ALL_ORGS)).fetchall()
+        evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
+        optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
+                        for r in rows if r[0] == 1)
+        return evidence, optouts
 
     # -- decisions ----------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from ..config import Stream
 from ..ledger.writer import Writes
 from ..policy import Decision
 from ..runtime import Runtime
-from ..templating import environment, render
+from ..templating import render, template
 from . import keywords
 from .segments import Segments
 
@@ -48,21 +48,21 @@ def segment_warnings(before: Segments, after: Segments) -> list[str]:
     return [warning]
 
 
-# (template object, stop_text) -> rendered line. get_template answers a new object when
+# (template object, stop_text) -> rendered line. `template` answers a new object when
 # the file changed, so an edited template is rendered afresh.
 _STOP_LINES: dict[tuple[int, str], tuple[object, str]] = {}
 
 
 def _stop_line(stop_text: str) -> str:
-    template = environment().get_template("sms_stop_text.txt.j2")
-    key = (id(template), stop_text)
+    found = template("sms_stop_text.txt.j2")
+    key = (id(found), stop_text)
     cached = _STOP_LINES.get(key)
-    if cached is not None and cached[0] is template:
+    if cached is not None and cached[0] is found:
         return cached[1]
-    line = template.render(stop_text=stop_text).strip()
+    line = found.render(stop_text=stop_text).strip()
     if len(_STOP_LINES) >= 64:
         _STOP_LINES.clear()
-    _STOP_LINES[key] = (template, line)
+    _STOP_LINES[key] = (found, line)
     return line
 
 

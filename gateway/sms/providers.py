@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 from yarl import URL
@@ -201,9 +202,7 @@ class _HttpProvider:
         self, url: str | URL, form: dict[str, str], headers: dict[str, str] | None = None
     ) -> tuple[int, str]:
         """POST `form`; connection errors and timeouts become retryable ProviderErrors."""
-        # Encoded here, as aiohttp's FormData would (urlencoded UTF-8), but without its
-        # per-request machinery.
-        body = urlencode(form, doseq=True, encoding="utf-8").encode()
+        body = form_body(form)
         headers = {**headers, **_FORM_HEADERS} if headers else _FORM_HEADERS
         try:
             async with self._session_factory().post(
@@ -395,6 +394,24 @@ def _required(section: dict[str, Any], name: str, *keys: str) -> list[str]:
             f'is empty but sms.provider is {name!r}; set it, or use provider = "outbox"',
         )
     return [str(section[key]) for key in keys]
+
+
+def form_body(form: dict[str, str]) -> bytes:
+    """`form` urlencoded (UTF-8), as aiohttp's FormData or `urlencode` would encode it, but
+    each value's quoting remembered: a campaign sends one body (and one sender) many times,
+    and quoting a text costs ~10 µs."""
+    return "&".join([f"{_quoted(k)}={_quoted(v)}" for k, v in form.items()]).encode()
+
+
+def _quoted(value: str) -> str:
+    # Only values up to a long text's size are remembered, so odd input cannot fill the
+    # cache with big strings.
+    return _quoted_cached(value) if len(value) <= 2048 else quote_plus(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted_cached(value: str) -> str:
+    return quote_plus(value)
 
 
 def _retryable_http(status: int) -> bool:

@@ -352,3 +352,35 @@ def test_records_survive_closing_and_reopening_the_ledger(tmp_path):
         assert len(again.evidence_for("jane.doe@example.com")) == 1
     finally:
         again.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["acme", "owls"]), st.sampled_from(["email", "sms"]),
+                          st.sampled_from(["consent", "soft_opt_in"]),
+                          st.lists(st.sampled_from(["tools", "seeds"]), max_size=2)),
+                max_size=6),
+       st.lists(st.tuples(st.sampled_from(["acme", "owls", "*"]),
+                          st.sampled_from(["email", "sms"]),
+                          st.sampled_from(["optout", "optin"])), max_size=6))
+def test_history_reads_what_the_two_lookups_read(tmp_path_factory, records, optouts):
+    """`history` reads evidence and opt-outs with one statement: the same records, in the
+    same order, as `evidence_for` and `opt_outs_for` each read."""
+    book = Ledger(tmp_path_factory.mktemp("history"))
+    address_of = {"email": "a@example.com", "sms": "+447400123456"}
+    try:
+        for org, channel, basis, categories in records:
+            address = address_of[channel]
+            fields = {"org": org, "channel": channel, "address": address, "basis": basis,
+                      "obtained_at": WHEN, "source": "form", "categories": categories}
+            if basis == "soft_opt_in":
+                fields.update(context="sale", opt_out_offered=True,
+                              categories=categories or ["tools"])
+            book.record_evidence(parse_evidence(fields, REGIONS))
+        for org, channel, kind in optouts:
+            book.record_opt_out(org, channel, address_of[channel], kind=kind, source="test")
+        for org in ("acme", "owls"):
+            for channel, address in address_of.items():
+                assert book.history(org, channel, address) == (
+                    book.evidence_for(address, channel, org), book.opt_outs_for(address, org))
+    finally:
+        book.close()
