@@ -1,0 +1,96 @@
+"""The writer: decisions reached in one turn of the event loop share one commit, each
+caller gets its own decision's id, and a held write lock or a closed store loses or mixes
+up nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from gwtest import make_settings, seed
+
+from gateway.consent import classify
+from gateway.errors import StoreUnavailable
+from gateway.runtime import Runtime
+
+PEOPLE = [f"person{i}@example.com" for i in range(30)]
+
+
+@pytest.fixture
+def rt(tmp_path):
+    runtime = Runtime.open(make_settings(tmp_path))
+    for person in PEOPLE[::2]:  # every other one has consent
+        seed(runtime, address=person, basis="consent", source="form")
+    yield runtime
+    runtime.close()
+
+
+async def decide_all(rt, people):
+    c = classify(rt.settings.streams[0])
+    return await asyncio.gather(*(rt.consent.adecide(c, "email", p, f"<m{i}@acme.test>")
+                                  for i, p in enumerate(people)))
+
+
+def recorded(rt, verdicts, people):
+    """Each verdict's id names the row of its own person, with its own outcome."""
+    for verdict, person in zip(verdicts, people):
+        row = rt.ledger.decisions_for(person)[-1]
+        assert row["id"] == verdict.decision_id
+        assert row["reason"] == verdict.decision.reason
+
+
+def test_decisions_of_one_turn_share_one_commit_and_keep_their_own_ids(rt):
+    before = rt.ledger._written_now
+    verdicts = asyncio.run(decide_all(rt, PEOPLE))
+    assert rt.ledger._written_now == before + 1  # one transaction for the 30
+    assert len({v.decision_id for v in verdicts}) == len(PEOPLE)
+    assert [v.decision.allowed for v in verdicts] == [i % 2 == 0 for i in range(len(PEOPLE))]
+    recorded(rt, verdicts, PEOPLE)
+
+
+def test_while_another_connection_holds_the_lock_they_wait_for_it_in_the_writer(rt):
+    other = sqlite3.connect(rt.ledger.path, isolation_level=None)
+
+    async def go():
+        other.execute("BEGIN IMMEDIATE")  # e.g. another worker process mid-commit
+        pending = asyncio.ensure_future(decide_all(rt, PEOPLE))
+        await asyncio.sleep(0.1)
+        assert not pending.done()  # nothing written around the lock
+        other.execute("COMMIT")
+        return await pending
+
+    try:
+        verdicts = asyncio.run(go())
+    finally:
+        other.close()
+    recorded(rt, verdicts, PEOPLE)
+
+
+def test_a_caller_that_gives_up_does_not_disturb_the_others(rt):
+    async def go():
+        c = classify(rt.settings.streams[0])
+        tasks = [asyncio.ensure_future(rt.consent.adecide(c, "email", p)) for p in PEOPLE]
+        await asyncio.sleep(0)  # every task now waits for the end of the turn
+        tasks[3].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        return done
+
+    done = asyncio.run(go())
+    assert isinstance(done[3], asyncio.CancelledError)
+    others = [v for i, v in enumerate(done) if i != 3]
+    recorded(rt, others, [p for i, p in enumerate(PEOPLE) if i != 3])
+
+
+def test_after_close_a_write_is_refused_clearly(tmp_path):
+    rt = Runtime.open(make_settings(tmp_path))
+    c = classify(rt.settings.streams[0])
+    decisions = [rt.consent.evaluate(c, "email", p) for p in PEOPLE[:3]]
+    rt.close()
+
+    async def go():
+        return await asyncio.gather(*(rt.consent.arecord(c, "email", p, d)
+                                      for p, d in zip(PEOPLE, decisions)),
+                                    return_exceptions=True)
+
+    assert all(isinstance(r, StoreUnavailable) for r in asyncio.run(go()))
