@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .consent import ConsentService
-from .ledger import Ledger
+from .ledger import Ledger, now_iso
 from .ledger.writer import Writer
 from .metrics import Metrics
 from .tokens import TokenBook
@@ -61,9 +61,6 @@ class Runtime:
 
     def note(self, component: str, ok: bool, detail: str = "") -> None:
         """Remember the last success / error of an upstream (shown on /status)."""
-        from .ledger import now_iso
-
-        entry = self.health.setdefault(component, {})
         if ok:  # the hot paths say so per message: to the second is enough
             second = int(time.time())
             if self._ok_second.get(component) == second:
@@ -71,6 +68,7 @@ class Runtime:
             self._ok_second[component] = second
         else:
             self._ok_second.pop(component, None)  # the next success is news again
+        entry = self.health.setdefault(component, {})
         entry["last_ok" if ok else "last_error"] = now_iso()
         if not ok:
             entry["error"] = detail

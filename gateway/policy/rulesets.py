@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from . import reasons as R
 from . import rules
@@ -69,7 +69,11 @@ def decide(
     person's records; records of other orgs or channels are ignored, and the result
     does not depend on the order they are given in."""
     rs = get_ruleset(ruleset)
-    return replace(_decide(ctx, evidence, optouts, rs), ruleset=rs.name, decided_at=ctx.now)
+    found = _decide(ctx, evidence, optouts, rs)
+    # As dataclasses.replace(found, ruleset=..., decided_at=...) would, without its
+    # per-call look at the fields (a decision per message).
+    return Decision(found.allowed, found.reason, found.explanation, found.evidence_id,
+                    ruleset=rs.name, decided_at=ctx.now)
 
 
 def _decide(ctx, evidence, optouts, rs: RuleSet) -> Decision:

@@ -22,8 +22,8 @@ import functools
 import hmac
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,8 +115,8 @@ def provider_problem(exc: ProviderError) -> str:
 
 
 def new_message_id() -> str:
-    """Our id of one outbound text (Twilio's sid shape: "SM" + 32 hex)."""
-    return "SM" + uuid.uuid4().hex
+    """Our id of one outbound text (Twilio's sid shape: "SM" + 32 hex, 128 random bits)."""
+    return "SM" + secrets.token_hex(16)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -140,6 +140,20 @@ def _sender_form(sender: str, region: str) -> str:
         return normalise_phone(sender, region)
     except InvalidAddress:
         return sender.strip()  # a short code or sender id, compared as written
+
+
+def _sender_key(sender: str, region: str) -> str:
+    # Senders are few (the streams' sms_from) and parsing one costs ~50 µs: cached, but
+    # only short ones, so odd input cannot fill the cache with big strings.
+    if len(sender) <= 32:
+        return _sender_form(sender, region)
+    return _sender_form.__wrapped__(sender, region)
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed_senders(sms_from: tuple[str, ...], region: str) -> frozenset[str]:
+    """A stream's sms_from in the form senders are compared in."""
+    return frozenset(_sender_key(s, region) for s in sms_from)
 
 
 class Relay:
@@ -212,16 +226,15 @@ class Relay:
     def sender(self, stream: Stream, given: str | None, region: str) -> str:
         """The From: the stream's first sms_from by default; a number must be one of the
         stream's sms_from; an alphanumeric sender id is allowed as such."""
-        allowed = {self._normalised(s, region): s for s in stream.sms_from}
         if not (given or "").strip():
             if not stream.sms_from:
                 raise TextRejected("invalid_from", "from", f"stream {stream.id!r} has no "
                                    "sms_from; give a sender or configure one", 21603)
-            return self._normalised(stream.sms_from[0], region)
+            return _sender_key(stream.sms_from[0], region)
         given = given.strip()
         if given in stream.sms_from or not is_alphanumeric_sender(given):
-            number = self._normalised(given, region)
-            if number not in allowed:
+            number = _sender_key(given, region)
+            if number not in _allowed_senders(stream.sms_from, region):
                 raise TextRejected("from_not_allowed", "from", "not one of the stream's "
                                    "sms_from numbers", 21606)
             return number
@@ -229,14 +242,6 @@ class Relay:
             raise TextRejected("invalid_from", "from", "a sender id is 1-11 letters, digits "
                                "or spaces with at least one letter", 21212)
         return given
-
-    @staticmethod
-    def _normalised(sender: str, region: str) -> str:
-        # Senders are few (the streams' sms_from) and parsing one costs ~50 µs: cached,
-        # but only short ones, so odd input cannot fill the cache with big strings.
-        if len(sender) <= 32:
-            return _sender_form(sender, region)
-        return _sender_form.__wrapped__(sender, region)
 
     # -- sending ------------------------------------------------------------------------
 

@@ -201,3 +201,21 @@ def test_uk_pecr_is_the_strictest_and_only_charities_differ_in_2026(ctx, evidenc
         assert (strict.allowed, strict.reason, strict.evidence_id) == (
             lenient.allowed, lenient.reason, lenient.evidence_id
         )
+
+
+@SETTINGS
+@given(ctx=contexts(purpose=st.sampled_from(("marketing", "service"))), evidence=histories,
+       optouts=optout_lists, ruleset=rulesets)
+def test_the_decision_is_the_tables_row_stamped_with_rule_set_and_time(
+        ctx, evidence, optouts, ruleset):
+    """`decide` builds its answer field by field (not with dataclasses.replace): every
+    field of the row the table found is kept, only rule set and decision time added."""
+    from dataclasses import replace
+
+    from gateway.policy.rulesets import _decide, get_ruleset
+
+    found = _decide(ctx, evidence, optouts, get_ruleset(ruleset))
+    made = decide(ctx, evidence, optouts, ruleset)
+    expected = replace(found, ruleset=ruleset, decided_at=ctx.now)
+    assert made == expected
+    assert made.decided_at == ctx.now
