@@ -38,7 +38,9 @@ FORWARD_BACKOFF = 0.5
 async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[None]]:
     """Create the provider and the shared client session; add the SMS routes."""
     s = rt.settings.sms
-    session = aiohttp.ClientSession()
+    # No cookie jar: providers' and apps' cookies mean nothing to us, and a jar would be
+    # searched on every request and filled from every answer.
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     try:
         provider = make_provider(
             s.provider, outbox_path=s.outbox, twilio=asdict(s.twilio),

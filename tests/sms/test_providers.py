@@ -211,14 +211,14 @@ async def test_twilio_non_json_error_page_is_reported_by_its_text(fake, session)
 async def test_twilio_timeout_is_retried_then_raises(fake, session):
     fake.reply("hang")
     with pytest.raises(ProviderError, match="timed out") as raised:
-        await twilio(fake, session, timeout=0.05, retries=1).send(TEXT)
+        await twilio(fake, session, timeout=0.3, retries=1).send(TEXT)
     assert (raised.value.status, raised.value.retryable) == (None, True)
     assert len(fake.requests) == 2
 
 
 async def test_twilio_timeout_then_success_is_retried(fake, session):
     fake.reply("hang", (201, twilio_resource()))
-    result = await twilio(fake, session, timeout=0.05).send(TEXT)
+    result = await twilio(fake, session, timeout=0.3).send(TEXT)
     assert result.status == "queued"
     assert len(fake.requests) == 2
 
