@@ -103,19 +103,38 @@ class Writer:
     def _gather(self, writes: Writes) -> asyncio.Future[Written]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Written] = loop.create_future()
-        if not self._gathered:
-            loop.call_soon(self._write_gathered)
-        self._gathered.append((writes, future))
+        batch = self._gathered
+        if batch and batch[0][1].get_loop() is not loop:
+            self._commit_orphans(batch)
+        if not batch:
+            batch = self._gathered = []
+            loop.call_soon(self._write_gathered, batch)
+        batch.append((writes, future))
         return future
 
-    def _write_gathered(self) -> None:
+    def _commit_orphans(self, batch: list[tuple[Writes, asyncio.Future[Written]]]) -> None:
+        """Writes gathered on a loop that stopped before its turn ended (a gateway
+        restarted within one process): committed through the thread all the same. Their
+        futures belong to that loop, where nobody can wait for them any more."""
+        orphans = [writes for writes, _ in batch]
+        batch.clear()
+        self.submit(Writes(tokens=[t for w in orphans for t in w.tokens],
+                           decisions=[d for w in orphans for d in w.decisions])
+                    ).add_done_callback(_ignore)
+
+    def _write_gathered(self, batch: list[tuple[Writes, asyncio.Future[Written]]]) -> None:
         """Commit the ledger-only writes gathered during one turn of the loop, on the loop,
         as one transaction: a commit costs ~35 µs (locks, and a WAL page per table and
         index touched) however few rows it has, so requests that reach their decision in
         the same turn share one. Done on the spot only when nothing else holds the write
         lock (it never waits); otherwise each goes to the thread, which waits and, should
         the batch fail, retries each alone."""
-        gathered, self._gathered = self._gathered, []
+        if batch is self._gathered:
+            self._gathered = []
+        gathered = batch[:]
+        batch.clear()  # taken: a batch is committed once
+        if not gathered:
+            return
         ids = None
         if not self._jobs:
             ids = self.ledger.try_write_now([t for w, _ in gathered for t in w.tokens],

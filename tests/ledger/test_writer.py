@@ -12,6 +12,7 @@ from gwtest import make_settings, seed
 
 from gateway.consent import classify
 from gateway.errors import StoreUnavailable
+from gateway.ledger.writer import Writes
 from gateway.runtime import Runtime
 
 PEOPLE = [f"person{i}@example.com" for i in range(30)]
@@ -94,3 +95,33 @@ def test_after_close_a_write_is_refused_clearly(tmp_path):
                                     return_exceptions=True)
 
     assert all(isinstance(r, StoreUnavailable) for r in asyncio.run(go()))
+
+
+def test_writes_left_by_a_loop_that_closed_mid_turn_are_not_lost(rt):
+    """A loop that stops before its turn ends leaves its gathered writes behind: the next
+    loop's first write has them committed (not lost, and its own not stuck behind them)."""
+    c = classify(rt.settings.streams[0])
+    decisions = {p: rt.consent.evaluate(c, "email", p) for p in PEOPLE[:4]}
+    first = asyncio.new_event_loop()
+
+    def hand_over_then_stop():
+        for p in PEOPLE[:2]:
+            rt.writer._gather(Writes(decisions=[rt.consent.entry(c, "email", p, decisions[p])]))
+        first.stop()  # before the turn that would commit them
+
+    try:
+        first.call_soon(hand_over_then_stop)
+        first.run_forever()
+    finally:
+        first.close()
+    assert rt.ledger.decisions_for(PEOPLE[0]) == []
+
+    async def later():
+        return await asyncio.gather(*(rt.consent.arecord(c, "email", p, decisions[p])
+                                      for p in PEOPLE[2:4]))
+
+    recorded(rt, asyncio.run(later()), PEOPLE[2:4])
+    rt.writer.close()  # the orphans went through the thread: wait for it
+    for person in PEOPLE[:2]:
+        assert len(rt.ledger.decisions_for(person)) == 1
+
