@@ -175,13 +175,17 @@ EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa:
 
 
 # One person's evidence (kind 0, EVIDENCE_COLUMNS) and opt-outs (kind 1: id, org, channel,
-# address, at, kind, source, method), each in id order.
+# address, at, kind, source, method). Put in id order by the caller: an ORDER BY here makes
+# SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort a few rows.
 HISTORY_SELECT = (
     f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
     "WHERE address = ? AND channel = ? AND org = ? "
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
-    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?) "
-    "ORDER BY 1, 2")
+    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?)")
+
+
+def _kind_and_id(row: tuple) -> tuple[int, int]:
+    return row[0], row[1]
 
 
 def _evidence_of(r: tuple) -> Evidence:
@@ -469,6 +473,7 @@ class Ledger:
         with one statement (a decision per message: one read of the ledger, not two)."""
         rows = self._reader().execute(HISTORY_SELECT, (address, channel, org, address, org,
                                                        ALL_ORGS)).fetchall()
+        rows.sort(key=_kind_and_id)
         evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
         optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
                         for r in rows if r[0] == 1)
