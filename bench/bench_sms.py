@@ -18,7 +18,7 @@ second, client-observed p50/p99, CPU per request, and the ratio gateway/bare. Af
 the gateway's ledger is read to check one decision was recorded per text.
 
 Usage:  /work/venv/bin/python bench/bench_sms.py [--requests 5000] [--concurrency 20]
-        [--rounds 1] [--keep]
+        [--rounds 3] [--keep]
 """
 
 from __future__ import annotations
@@ -276,8 +276,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=5000, help="requests per target (5000)")
     ap.add_argument("--concurrency", type=int, default=20, help="requests in flight (20)")
     ap.add_argument("--warmup", type=int, default=300, help="untimed requests first (300)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="bare/gateway pairs to run, alternating (1)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="bare/gateway pairs to run, alternating; judged by the median (3)")
     ap.add_argument("--recipients", type=int, default=1000,
                     help="distinct seeded numbers, cycled (1000)")
     common.add_run_options(ap, ("stub", "bare"), "forwarder")
@@ -389,17 +389,19 @@ async def run_all(args, pids, stub_port, bare_port, gw_http, data_dir, to) -> in
         if r.errors or set(r.statuses) - {201}:
             print(f"  {r.target}: statuses {r.statuses} errors {r.errors}")
     print()
-    status = 0
-    ratio_rows = []
+    ratio_rows, ratios = [], []
     for b, g in zip([r for r in results if r.target.startswith("bare")],
                     [r for r in results if r.target.startswith("gateway")]):
         ratio = g.rate / b.rate if b.rate else 0.0
+        ratios.append(ratio)
         p99 = common.percentile(g.latencies, 99) / common.percentile(b.latencies, 99)
         ratio_rows.append([g.target.replace("gateway", "round"), f"{ratio:.2f}", f"{p99:.2f}",
                            "PASS" if ratio >= 0.7 else "FAIL"])
-        status |= ratio < 0.7
     print(common.table(["", "req/s ratio gw/bare", "p99 ratio gw/bare", "target >= 0.70x"],
                        ratio_rows))
+    line, ok = common.ratio_summary("req/s ratio gw/bare", ratios)
+    print(line)
+    status = int(not ok)
     await asyncio.sleep(0.2)
     ledger = sqlite3.connect(f"file:{data_dir / 'ledger.db'}?mode=ro", uri=True, timeout=10)
     try:

@@ -299,6 +299,23 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
+def ratio_summary(what: str, ratios: list[float], target: float = 0.7) -> tuple[str, bool]:
+    """One line on the rounds' ratios, and whether their median meets `target`. One round
+    on a shared machine moves with whatever else the host runs (the bare baseline's own rate
+    varies by a fifth between rounds here); the median of several is the figure to judge,
+    the lowest round is shown beside it."""
+    if not ratios:
+        return f"{what}: no rounds", False
+    ordered = sorted(ratios)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    ok = median >= target
+    return (f"{what}: median {median:.2f} over {len(ratios)} round(s) (lowest {ordered[0]:.2f}, "
+            f"highest {ordered[-1]:.2f}); target >= {target:.2f}x: {'PASS' if ok else 'FAIL'}"
+            + ("" if ordered[0] >= target else f"; {sum(r < target for r in ratios)} round(s) "
+               "below it"), ok)
+
+
 def table(headers: list[str], rows: list[list], title: str | None = None) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
