@@ -1,4 +1,11 @@
-"""Structured logging: one event per line, key=value. Never pass secrets or bodies."""
+"""Structured logging: one event per line, key=value. Never pass secrets or bodies.
+
+`event` writes a line per message, delivery and text. When the gateway's own handler is the
+only one that would see it (the usual case: `setup` installed it and nothing else was
+added), it writes the line itself, the same text the handler would, without building a
+LogRecord: that is most of a line's cost. Any other handler or filter on the way, and the
+line goes through `logging` as usual.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,37 @@ import re
 import sys
 import time
 
+ROOT = "gateway"
+
 
 class _Formatter(logging.Formatter):
     """`asctime level=... message`, the date and time formatted once per second (a log
     line per message and delivery: formatting the time each time is most of its cost)."""
 
     def __init__(self, worker: int | None = None) -> None:
-        tag = "" if worker is None else f"worker={worker} "
-        super().__init__(f"%(asctime)s level=%(levelname)s {tag}%(message)s")
+        self._tag = "" if worker is None else f"worker={worker} "
+        super().__init__(f"%(asctime)s level=%(levelname)s {self._tag}%(message)s")
         self._second = -1
         self._text = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
+        return self._time(record.created)
+
+    def _time(self, created: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second, self._text = second, time.strftime("%Y-%m-%d %H:%M:%S",
                                                              self.converter(second))
-        return f"{self._text},{int(record.msecs):03d}"
+        # as LogRecord computes msecs
+        return f"{self._text},{int((created - second) * 1000):03d}"
+
+    def line(self, created: float, levelname: str, message: str) -> str:
+        """What `format` makes of a record of `message` (no exception) made at `created`."""
+        return f"{self._time(created)} level={levelname} {self._tag}{message}"
+
+
+class _LineHandler(logging.StreamHandler):
+    """The handler `setup` installs on the "gateway" logger."""
 
 
 def setup(level: str = "INFO") -> None:
@@ -33,9 +54,9 @@ def setup(level: str = "INFO") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(_Formatter())
-    root = logging.getLogger("gateway")
+    root = logging.getLogger(ROOT)
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
@@ -45,7 +66,7 @@ def setup(level: str = "INFO") -> None:
 
 def tag_worker(worker: int) -> None:
     """Name the worker process in every line it logs (see gateway.supervisor)."""
-    for handler in logging.getLogger("gateway").handlers:
+    for handler in logging.getLogger(ROOT).handlers:
         if isinstance(handler.formatter, _Formatter):
             handler.setFormatter(_Formatter(worker))
 
@@ -63,6 +84,47 @@ def _quote(value: object) -> str:
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields) -> None:
     """Log `event=name k=v ...`."""
-    if logger.isEnabledFor(level):
-        parts = [f"event={name}"] + [f"{k}={_quote(v)}" for k, v in fields.items()]
-        logger.log(level, " ".join(parts))
+    if not logger.isEnabledFor(level):
+        return
+    message = " ".join([f"event={name}", *[f"{k}={_quote(v)}" for k, v in fields.items()]])
+    handler = _sole_handler(logger)
+    if handler is None or level < handler.level or not _write(handler, level, message):
+        logger.log(level, message)
+
+
+def _sole_handler(logger: logging.Logger) -> _LineHandler | None:
+    """The gateway's own handler when it is the only handler and there is no filter
+    between `logger` and it; else None."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        if current.name == ROOT:
+            handlers = current.handlers
+            if current.propagate or len(handlers) != 1:
+                return None
+            handler = handlers[0]
+            if type(handler) is not _LineHandler or handler.filters \
+                    or type(handler.formatter) is not _Formatter:
+                return None
+            return handler
+        if current.handlers or not current.propagate:
+            return None
+        current = current.parent  # type: ignore[assignment]
+    return None
+
+
+def _write(handler: _LineHandler, level: int, message: str) -> bool:
+    """What `handler.emit` would do with the record; False when it could not (the caller
+    then logs through `logging`, which reports the error its own way)."""
+    formatter: _Formatter = handler.formatter  # type: ignore[assignment]
+    handler.acquire()
+    try:
+        handler.stream.write(formatter.line(time.time(), logging.getLevelName(level), message)
+                             + handler.terminator)
+        handler.flush()
+    except Exception:  # noqa: BLE001 - handed to logging, see above
+        return False
+    finally:
+        handler.release()
+    return True
