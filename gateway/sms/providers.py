@@ -419,6 +419,8 @@ def _retryable_http(status: int) -> bool:
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    """The provider's answer as a JSON object; {} when it is not one. (The json module, not
+    orjson: orjson reads an integer beyond 64 bits as a float.)"""
     try:
         value = json.loads(text)
     except ValueError:

@@ -415,3 +415,10 @@ def test_form_body_is_what_urlencode_makes(form):
     expected = urlencode(form, doseq=True, encoding="utf-8").encode()
     assert form_body(form) == expected
     assert form_body(form) == expected
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '"a string"', "{", "null"])
+def test_an_answer_that_is_no_json_object_reads_as_empty(text):
+    from gateway.sms.providers import _json_object
+
+    assert _json_object(text) == {}
