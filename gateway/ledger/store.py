@@ -217,12 +217,17 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
                   decisions: Sequence[tuple[Decision, DecisionRecord]]) -> list[int]:
     """One committed transaction of tokens and decisions; rolled back when it fails."""
     at = now_iso()
-    if len(decisions) == 1 and not tokens and not conn.in_transaction:
-        # One row (a text's decision): one statement, its own transaction.
-        decision, what = decisions[0]
-        cur = conn.execute(DECISION_INSERT + "(NULL" + ",?" * 16 + ")",
-                           _decision_row(0, at, decision, what)[1:])
-        return [int(cur.lastrowid)]
+    if not tokens and 0 < len(decisions) <= ROWS_PER_STATEMENT and not conn.in_transaction:
+        # Decisions alone (texts'): one statement, its own transaction, not four (BEGIN,
+        # the next id, INSERT, COMMIT). Its rows get consecutive ids in VALUES order: each
+        # new row's rowid is one more than the largest, and the statement holds the write
+        # lock throughout.
+        cur = conn.execute(DECISION_INSERT + ",".join(["(NULL" + ",?" * 16 + ")"]
+                                                      * len(decisions)),
+                           [v for decision, what in decisions
+                            for v in _decision_row(0, at, decision, what)[1:]])
+        last = int(cur.lastrowid)
+        return list(range(last - len(decisions) + 1, last + 1))
     token_rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id, t.reply_to, at)
                   for t in tokens]
     try:

@@ -384,3 +384,18 @@ def test_history_reads_what_the_two_lookups_read(tmp_path_factory, records, opto
                     book.evidence_for(address, channel, org), book.opt_outs_for(address, org))
     finally:
         book.close()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500, 501])
+def test_each_decision_of_a_batch_gets_the_id_of_its_own_row(ledger, n):
+    """Up to 500 decisions go in as one statement, more in a transaction of several: either
+    way the ids answered are those of the rows, in order."""
+    ledger.write_batch(decisions=[(Decision(False, "no_consent", "none"),
+                                   decision_record(address="first@example.com"))])
+    people = [f"p{i}@example.com" for i in range(n)]
+    ids = ledger.write_batch(decisions=[(Decision(True, "consent", f"#{i}"), decision_record(address=p))
+                                        for i, p in enumerate(people)])
+    assert len(set(ids)) == n
+    for i, (decision_id, person) in enumerate(zip(ids, people)):
+        row = ledger.decisions_for(person)[0]
+        assert (row["id"], row["explanation"]) == (decision_id, f"#{i}")
