@@ -38,27 +38,32 @@ def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
     return text
 
 
-async def send_mail(smtp_port: int, first: int, count: int, connections: int,
-                    prefix: str = "m") -> list[str]:
-    """`count` messages (to r{i}@example.com, Message-ID <{prefix}-{i}@acme.test>) over
-    `connections` concurrent connections, AUTH as acme-news; the ids answered 250."""
+async def send_numbered(smtp_port: int, start: int, n: int, prefix: str,
+                        accepted: list[str]) -> None:
+    """Messages `start` to `start + n - 1` over one connection, AUTH as acme-news: message i
+    to r{i}@example.com with Message-ID <{prefix}-{i}@acme.test>, appended to `accepted`
+    as soon as it is answered 250."""
     import aiosmtplib
 
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False,
+                               timeout=20) as client:
+        await client.login("acme-news", "news-pass")
+        for i in range(start, start + n):
+            mid = f"<{prefix}-{i}@acme.test>"
+            data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
+                    f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
+            await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
+            accepted.append(mid)
+
+
+async def send_mail(smtp_port: int, first: int, count: int, connections: int,
+                    prefix: str = "m") -> list[str]:
+    """`count` messages (see `send_numbered`) over `connections` concurrent connections;
+    the ids answered 250."""
     accepted: list[str] = []
-
-    async def one(start: int, n: int) -> None:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False,
-                                   timeout=20) as client:
-            await client.login("acme-news", "news-pass")
-            for i in range(start, start + n):
-                mid = f"<{prefix}-{i}@acme.test>"
-                data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
-                        f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
-                await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
-                accepted.append(mid)
-
     per = count // connections
-    await asyncio.gather(*(one(first + c * per, per) for c in range(connections)))
+    await asyncio.gather(*(send_numbered(smtp_port, first + c * per, per, prefix, accepted)
+                           for c in range(connections)))
     return accepted
 
 

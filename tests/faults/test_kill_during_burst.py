@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import aiosmtplib
 import pytest
-from gwprocess import ADMIN, SMS_KEY, GatewayProcess, seed
+from gwprocess import ADMIN, SMS_KEY, GatewayProcess, seed, send_numbered
 from gwtest import Sink, free_port
 
 from gateway.ledger import Ledger
@@ -58,15 +58,7 @@ class Acknowledged:
 
 async def smtp_burst(gw: GatewayProcess, ack: Acknowledged, first: int, count: int) -> None:
     try:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port, start_tls=False,
-                                   timeout=20) as client:
-            await client.login("acme-news", "news-pass")
-            for i in range(first, first + count):
-                mid = f"<burst-{i}@acme.test>"
-                data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"
-                        f"Message-ID: {mid}\r\n\r\nhello {i}\r\n").encode()
-                await client.sendmail("news@acme.test", [f"r{i}@example.com"], data)
-                ack.mail.append(mid)
+        await send_numbered(gw.smtp_port, first, count, "burst", ack.mail)
     except (aiosmtplib.SMTPException, OSError) as exc:
         ack.errors[f"smtp {type(exc).__name__}"] += 1
 
