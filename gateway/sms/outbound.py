@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..caching import cached_if_short
 from ..config import Stream
 from ..consent import classify
 from ..errors import GatewayError, InvalidAddress
@@ -119,35 +120,20 @@ def new_message_id() -> str:
     return "SM" + secrets.token_hex(16)
 
 
-@functools.lru_cache(maxsize=8192)
-def _recipient_form(number: str, region: str) -> str:
-    """`normalise_phone`, cached: a pure function of its input, and recipients repeat.
-    An invalid number raises (and is not cached)."""
-    return normalise_phone(number, region)
-
-
+@cached_if_short(32, maxsize=8192)
 def _normalised_recipient(number: str, region: str) -> str:
-    # Only short input is cached, so odd input cannot fill the cache with big strings.
-    if len(number) <= 32:
-        return _recipient_form(number, region)
+    """`normalise_phone` (about 50 µs), remembered: recipients repeat. An invalid number
+    raises."""
     return normalise_phone(number, region)
 
 
-@functools.lru_cache(maxsize=1024)
-def _sender_form(sender: str, region: str) -> str:
+@cached_if_short(32, maxsize=1024)
+def _sender_key(sender: str, region: str) -> str:
     """A sender as compared with sms_from: E.164 when it is a number, else as written."""
     try:
         return normalise_phone(sender, region)
     except InvalidAddress:
         return sender.strip()  # a short code or sender id, compared as written
-
-
-def _sender_key(sender: str, region: str) -> str:
-    # Senders are few (the streams' sms_from) and parsing one costs ~50 µs: cached, but
-    # only short ones, so odd input cannot fill the cache with big strings.
-    if len(sender) <= 32:
-        return _sender_form(sender, region)
-    return _sender_form.__wrapped__(sender, region)
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
-import functools
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 from yarl import URL
 
+from gateway.caching import cached_if_short
 from gateway.errors import ConfigError, GatewayError
 from gateway.sms.segments import measure
 
@@ -403,14 +403,8 @@ def form_body(form: dict[str, str]) -> bytes:
     return "&".join([f"{_quoted(k)}={_quoted(v)}" for k, v in form.items()]).encode()
 
 
+@cached_if_short(2048, maxsize=1024)  # up to a long text's size
 def _quoted(value: str) -> str:
-    # Only values up to a long text's size are remembered, so odd input cannot fill the
-    # cache with big strings.
-    return _quoted_cached(value) if len(value) <= 2048 else quote_plus(value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _quoted_cached(value: str) -> str:
     return quote_plus(value)
 
 
