@@ -170,7 +170,8 @@ async def sink():
 
 def seed(rt, **fields) -> int:
     """Store one evidence record (fields as in the API)."""
-    base = {"org": "acme", "channel": "email", "obtained_at": "2026-01-10T10:00:00Z"}
+    base = {"org": "acme", "channel": "email", "obtained_at": "2026-01-10T10:00:00Z",
+            "source": "test fixture"}
     base.update(fields)
     regions = {o.id: o.default_region for o in rt.settings.orgs.values()}
     return rt.ledger.record_evidence(parse_evidence(base, regions), "test")

@@ -140,8 +140,8 @@ def test_import_counts_lines_of_a_quoted_multi_line_cell(tmp_path, cfg, capsys):
 
 
 def test_import_with_org_fills_rows_without_an_org(tmp_path, cfg, ledger):
-    path = write_csv(tmp_path, "channel,address,basis,obtained_at\n"
-                               "email,jane.doe@example.com,consent,2026-01-10T10:00:00Z\n")
+    path = write_csv(tmp_path, "channel,address,basis,obtained_at,source\n"
+                               "email,jane.doe@example.com,consent,2026-01-10T10:00:00Z,form\n")
 
     assert gateway(cfg, "consent", "import", str(path), "--org", "owls", "--quiet") == 0
 
@@ -328,3 +328,19 @@ def test_audit_of_an_unknown_person_prints_an_empty_trail(cfg, ledger, capsys):
 
     trail = json.loads(capsys.readouterr().out)
     assert trail["evidence"] == trail["opt_outs"] == trail["decisions"] == []
+
+
+def test_import_rejects_a_row_dated_in_the_future_or_without_a_source_by_line(
+        tmp_path, cfg, ledger, capsys):
+    rows = (HEADER + GOOD_ROWS
+            + "acme,email,tom@example.com,consent,2030-01-10T10:00:00Z,form,,,\n"  # line 4
+            + "acme,email,amy@example.com,consent,2026-01-10T10:00:00Z,,,,\n")    # line 5
+    path = write_csv(tmp_path, rows)
+
+    code = gateway(cfg, "consent", "import", str(path), "--quiet")
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{path}:4: rejected: obtained_at" in err and "future" in err
+    assert f"{path}:5: rejected: source" in err
+    assert ledger.evidence_for("tom@example.com") == ledger.evidence_for("amy@example.com") == ()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidAddress, ValidationError
@@ -12,6 +12,9 @@ from .addresses import normalise
 
 FIELDS = ("org", "channel", "address", "basis", "obtained_at", "source", "categories",
           "context", "collected_by", "opt_out_offered", "named_orgs")
+# Evidence can only be of the past. A little slack for clocks that disagree; beyond it a
+# date is a typo (2030 for 2023) that would outrank every later opt-out.
+FUTURE_SLACK = timedelta(minutes=5)
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -31,6 +34,16 @@ def parse_time(value: Any) -> datetime:
         return when.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         raise ValueError(f"{value!r} is out of the range of dates") from None
+
+
+def parse_past_time(value: Any, now: datetime | None = None) -> datetime:
+    """`parse_time`, refusing times later than now plus `FUTURE_SLACK`."""
+    when = parse_time(value)
+    limit = (now or datetime.now(UTC)) + FUTURE_SLACK
+    if when > limit:
+        raise ValueError(f"{value!r} is in the future; evidence records what already "
+                         "happened (check the year)")
+    return when
 
 
 def _as_list(value: Any, from_csv: bool) -> tuple[str, ...]:
@@ -85,8 +98,8 @@ def parse_evidence(
     check("org", lambda v: _org(v, regions))
     check("channel", lambda v: _choice(v, CHANNELS))
     check("basis", lambda v: _choice(v, BASES))
-    check("obtained_at", parse_time)
-    check("source", lambda v: _text(v))
+    check("obtained_at", parse_past_time)
+    check("source", lambda v: _text(v, required=True))
     check("categories", lambda v: _as_list(v, from_csv))
     check("named_orgs", lambda v: _as_list(v, from_csv))
     check("collected_by", lambda v: _choice(v, COLLECTORS, "self"))

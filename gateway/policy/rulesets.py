@@ -80,9 +80,12 @@ def _decide(ctx, evidence, optouts, rs: RuleSet) -> Decision:
     if decision := rules.service_message(ctx):
         return decision
     # Newest first so the record relied on is the most recent one; id breaks ties.
+    # Evidence dated after the decision does not exist yet (a mistyped year must not
+    # outrank every later opt-out; the ledger refuses such dates, this guards old rows).
     history = tuple(
         sorted(
-            (e for e in evidence if e.channel == ctx.channel and e.org == ctx.org.id),
+            (e for e in evidence
+             if e.channel == ctx.channel and e.org == ctx.org.id and e.obtained_at <= ctx.now),
             key=lambda e: (e.obtained_at, e.id),
             reverse=True,
         )

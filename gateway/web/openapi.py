@@ -52,7 +52,8 @@ SCHEMAS: dict[str, Any] = {
                                   "additionalProperties": {"type": "string"}}},
     },
     "Evidence": {
-        "type": "object", "required": ["org", "channel", "address", "basis", "obtained_at"],
+        "type": "object",
+        "required": ["org", "channel", "address", "basis", "obtained_at", "source"],
         "properties": {
             "org": {"type": "string", "description": "an org id"},
             "channel": {"type": "string", "enum": ["email", "sms"]},
@@ -60,8 +61,11 @@ SCHEMAS: dict[str, Any] = {
                         "description": "email address, or phone number (stored in E.164)"},
             "basis": {"type": "string",
                       "enum": ["consent", "soft_opt_in", "corporate_subscriber"]},
-            "obtained_at": {"type": "string", "format": "date-time"},
-            "source": {"type": "string", "description": "form, URL, wording version"},
+            "obtained_at": {"type": "string", "format": "date-time",
+                            "description": "when the person gave it; at most 5 minutes "
+                                           "in the future (clock slack)"},
+            "source": {"type": "string", "minLength": 1,
+                       "description": "form, URL, wording version; required"},
             "categories": {"type": "array", "items": {"type": "string"}},
             "context": {"type": "string", "enum": ["sale", "negotiation", "enquiry",
                                                    "interest", "support", "other"]},

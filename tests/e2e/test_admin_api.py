@@ -141,7 +141,7 @@ async def test_a_record_with_several_bad_fields_names_each_of_them_with_422(api,
 
     assert status == 422 and body["error"] == "invalid"
     assert set(body["fields"]) == {"org", "channel", "basis", "obtained_at", "collected_by",
-                                   "opt_out_offered", "colour"}
+                                   "opt_out_offered", "colour", "source"}
     assert "time zone" in body["fields"]["obtained_at"]
     assert gw.runtime.ledger.evidence_for(ADDRESS) == ()
 
