@@ -30,7 +30,10 @@ CREATE TABLE IF NOT EXISTS spool (
     created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'queued',   -- queued | delivered | bounced | dropped
-    last_error TEXT, finished_at REAL
+    last_error TEXT, finished_at REAL,
+    -- a marketing copy: what its decision was made on, to decide it again before each
+    -- attempt (NULL for service copies, DSNs, bounces and relayed replies)
+    address TEXT, purpose TEXT, nature TEXT, category TEXT
 );
 CREATE INDEX IF NOT EXISTS spool_due ON spool (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS delivery_log (
@@ -39,6 +42,31 @@ CREATE TABLE IF NOT EXISTS delivery_log (
 );
 CREATE INDEX IF NOT EXISTS delivery_log_at ON delivery_log (at);
 """
+# Columns added since 0.2 (a spool written by 0.2 gains them, NULL, when opened).
+ADDED_COLUMNS = {"address": "TEXT", "purpose": "TEXT", "nature": "TEXT", "category": "TEXT"}
+# Every column a copy is read back from, in `_row_to_copy` order.
+COPY_COLUMNS = ("id, kind, mail_from, rcpt, data, message_id, stream, org, created_at, "
+                "attempts, address, purpose, nature, category")
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """The spool's tables, and the columns a spool of an earlier version lacks."""
+    conn.executescript(SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(spool)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE spool ADD COLUMN {name} {kind}")
+
+
+@dataclass(frozen=True)
+class Marketing:
+    """What a marketing copy was decided on: enough to decide it again, against the
+    ledger as it is then, before every delivery attempt."""
+
+    address: str  # normalised, as the ledger keys it
+    purpose: str
+    nature: str
+    category: str | None
 
 
 @dataclass(frozen=True)
@@ -52,6 +80,21 @@ class Copy:
     message_id: str | None = None
     stream: str | None = None
     org: str | None = None
+    marketing: Marketing | None = None  # set on every copy that needed a decision
+
+    def values(self) -> tuple:
+        """The columns `kind` … `category` of its spool row, in SCHEMA order."""
+        m = self.marketing
+        return (self.kind, self.message_id, self.stream, self.org, self.mail_from, self.rcpt,
+                self.data, *((m.address, m.purpose, m.nature, m.category) if m
+                             else (None, None, None, None)))
+
+
+def _row_to_copy(r: Sequence) -> QueuedCopy:
+    """A row of `SELECT {COPY_COLUMNS}` as a queued copy."""
+    marketing = Marketing(r[10], r[11], r[12], r[13]) if r[11] is not None else None
+    return QueuedCopy(r[0], Copy(r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], marketing),
+                      r[8], r[9])
 
 
 @dataclass(frozen=True)
@@ -98,7 +141,7 @@ class Spool:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=5000")
-        self.conn.executescript(SCHEMA)
+        create_schema(self.conn)
 
     def close(self) -> None:
         with self._lock:
@@ -117,11 +160,11 @@ class Spool:
         try:
             src = sqlite3.connect(other, isolation_level=None)
             try:
-                src.executescript(SCHEMA)
+                create_schema(src)
                 rows = src.execute(
                     "SELECT kind, message_id, stream, org, mail_from, rcpt, data, created_at, "
-                    "next_attempt_at, attempts, last_error FROM spool WHERE status = 'queued' "
-                    "ORDER BY id").fetchall()
+                    "next_attempt_at, attempts, last_error, address, purpose, nature, "
+                    "category FROM spool WHERE status = 'queued' ORDER BY id").fetchall()
             finally:
                 src.close()
 
@@ -129,7 +172,8 @@ class Spool:
                 ids = next_ids(conn, "spool", len(rows))
                 insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, "
                             "mail_from, rcpt, data, created_at, next_attempt_at, attempts, "
-                            "last_error) VALUES ", [(i, *r) for i, r in zip(ids, rows)])
+                            "last_error, address, purpose, nature, category) VALUES ",
+                            [(i, *r) for i, r in zip(ids, rows)])
 
             self._tx(insert)
             for suffix in ("", "-wal", "-shm"):
@@ -170,9 +214,9 @@ class Spool:
         def write(conn: sqlite3.Connection) -> list[int]:
             ids = next_ids(conn, "spool", len(copies)) if copies else range(0)
             insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, mail_from, "
-                        "rcpt, data, created_at, next_attempt_at) VALUES ", [
-                            (i, c.kind, c.message_id, c.stream, c.org, c.mail_from, c.rcpt,
-                             c.data, now, now) for i, c in zip(ids, copies)])
+                        "rcpt, data, address, purpose, nature, category, created_at, "
+                        "next_attempt_at) VALUES ",
+                        [(i, *c.values(), now, now) for i, c in zip(ids, copies)])
             if finishes:
                 self._finish_rows(conn, finishes, now)
             return list(ids)
@@ -202,16 +246,10 @@ class Spool:
         now = time.time() if now is None else now
         with self._lock:
             rows = self.conn.execute(
-                "SELECT id, kind, mail_from, rcpt, data, message_id, stream, org, created_at, "
-                "attempts FROM spool WHERE status = 'queued' AND next_attempt_at <= ? "
+                f"SELECT {COPY_COLUMNS} FROM spool "  # noqa: S608 - a constant
+                "WHERE status = 'queued' AND next_attempt_at <= ? "
                 "ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(exclude))).fetchall()
-        out = []
-        for r in rows:
-            if r[0] in exclude:
-                continue
-            out.append(QueuedCopy(r[0], Copy(r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]),
-                                  r[8], r[9]))
-        return out[:limit]
+        return [_row_to_copy(r) for r in rows if r[0] not in exclude][:limit]
 
     def next_due_at(self) -> float | None:
         with self._lock:

@@ -476,8 +476,11 @@ class Ledger:
         """What the rules engine needs for one person, org and channel: what
         `evidence_for(address, channel, org)` and `opt_outs_for(address, org)` answer, read
         with one statement (a decision per message: one read of the ledger, not two)."""
-        rows = self._reader().execute(HISTORY_SELECT, (address, channel, org, address, org,
-                                                       ALL_ORGS)).fetchall()
+        try:
+            rows = self._reader().execute(HISTORY_SELECT, (address, channel, org, address, org,
+                                                           ALL_ORGS)).fetchall()
+        except sqlite3.Error as exc:  # no decision without the ledger: the caller fails closed
+            raise StoreUnavailable(f"ledger read failed: {exc}") from exc
         rows.sort(key=_kind_and_id)
         evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
         optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])

@@ -12,7 +12,7 @@ from email.utils import make_msgid
 from ..config import Stream
 from ..consent import Classification, classify
 from ..ledger import TokenRecord, normalise_email
-from ..ledger.spool import Copy
+from ..ledger.spool import Copy, Marketing
 from ..policy import Decision
 from ..runtime import Runtime
 from ..templating import render
@@ -127,4 +127,5 @@ def _marketing_copy(rt: Runtime, raw: bytes, mail_from: str, rcpt: str, address:
     if rt.dkim is not None:
         data = rt.dkim.sign(data)
     tokens.append(dataclasses.replace(record, reply_to=result.original_reply_to))
-    return Copy("copy", mail_from, rcpt, data, message_id, c.stream, c.org)
+    return Copy("copy", mail_from, rcpt, data, message_id, c.stream, c.org,
+                Marketing(address, c.purpose, c.nature, c.category))

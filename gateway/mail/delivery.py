@@ -10,12 +10,16 @@ import random
 import time
 from collections import OrderedDict
 
-from ..errors import StoreUnavailable
-from ..ledger.spool import Copy, Finish, QueuedCopy, Spool
+from ..consent import Classification, classify
+from ..errors import GatewayError, StoreUnavailable
+from ..ledger import normalise_email
+from ..ledger.spool import Copy, Finish, Marketing, QueuedCopy, Spool
 from ..ledger.writer import Writes
 from ..logs import event
+from ..policy import Decision
 from ..runtime import Runtime
 from .dsn import Failure, build_dsn
+from .headers import header_value
 from .upstream import PermanentFailure, TemporaryFailure, make_upstream
 
 log = logging.getLogger("gateway.delivery")
@@ -181,8 +185,19 @@ class Delivery:
             self._finished_while_reading.add(spool_id)
 
     async def _deliver(self, upstream, item: QueuedCopy) -> None:
-        """One attempt, and its outcome in the spool."""
+        """One attempt, and its outcome in the spool. A marketing copy is decided again
+        first, against the ledger as it is now: a block drops it."""
         metrics = self.rt.metrics.delivery_attempts
+        try:
+            blocked = self._decide_again(item)
+        except GatewayError as exc:  # fail closed: not now; maybe at the next attempt
+            event(log, "redecision_failed", logging.ERROR, spool_id=item.id, error=repr(exc))
+            await self._defer(item, "consent could not be checked again before delivery")
+            return
+        if blocked is not None:
+            metrics.labels("blocked").inc()
+            await self._drop_blocked(item, *blocked)
+            return
         try:
             if len(item.copy.data) < SMALL_COPY:  # the usual case: no bookkeeping
                 detail = await upstream.send(item)
@@ -213,6 +228,42 @@ class Delivery:
         event(log, "delivered", spool_id=item.id, kind=item.copy.kind,
               message_id=item.copy.message_id or "", attempts=item.attempts + 1)
 
+    def _decide_again(self, item: QueuedCopy) -> tuple[Classification, str, Decision] | None:
+        """The decision that now blocks this marketing copy (with what it was made on),
+        or None when it may go: not marketing, still allowed, or monitor mode."""
+        c = item.copy
+        if self.rt.settings.gateway.monitor or c.kind != "copy":
+            return None
+        marketing = c.marketing or legacy_marketing(self.rt, c)
+        if marketing is None:
+            return None
+        what = Classification(org=c.org or "", stream=c.stream, purpose=marketing.purpose,
+                              nature=marketing.nature, category=marketing.category)
+        decision = self.rt.consent.evaluate(what, "email", marketing.address)
+        return None if decision.allowed else (what, marketing.address, decision)
+
+    async def _drop_blocked(self, item: QueuedCopy, what: Classification, address: str,
+                            decision: Decision) -> None:
+        """The copy now blocks: never delivered. The new decision is recorded and the
+        envelope sender gets one DSN naming the recipient and the reason."""
+        c = item.copy
+        detail = f"blocked before delivery: {decision.reason}"
+        bounce = []
+        if c.mail_from:
+            dsn = build_dsn(hostname=self.rt.settings.smtp.hostname, to=c.mail_from,
+                            original=c.data, failures=[Failure(
+                                c.rcpt, "5.7.1", f"smtp; 550 5.7.1 {detail}", decision.reason)])
+            bounce = [Copy("dsn", "", c.mail_from, dsn, c.message_id, c.stream, c.org)]
+        consent = self.rt.consent
+        written = await self.rt.writer.write(Writes(
+            decisions=[consent.entry(what, "email", address, decision, c.message_id)],
+            spool=self.spool, copies=bounce, finishes=[Finish(item.id, "dropped", detail)]))
+        outcome = consent.verdict(decision, written.decision_ids[0]).outcome
+        self.rt.metrics.decisions.labels("email", outcome, decision.reason).inc()
+        event(log, "dropped_before_delivery", logging.WARNING, spool_id=item.id,
+              message_id=c.message_id or "", reason=decision.reason)
+        self.wake(written.queued)
+
     async def _defer(self, item: QueuedCopy, detail: str) -> None:
         if time.time() - item.created_at > self.settings.max_age:
             await self._bounce(item, f"gave up after {item.attempts + 1} attempts: {detail}",
@@ -241,3 +292,17 @@ class Delivery:
             spool=self.spool, copies=[bounce], finishes=[Finish(item.id, "bounced", detail)]))
         event(log, "bounced", logging.WARNING, spool_id=item.id, error=detail)
         self.wake(written.queued)
+
+
+def legacy_marketing(rt: Runtime, c: Copy) -> Marketing | None:
+    """A copy spooled by 0.2, which kept no classification: a marketing copy is one the
+    gateway rewrote (it carries our List-Unsubscribe). It is decided again as its stream
+    classifies (per-message header overrides are gone: the stricter reading)."""
+    if header_value(c.data, b"List-Unsubscribe") is None:
+        return None
+    what = classify(rt.settings.stream(c.stream or ""))
+    try:
+        address = normalise_email(c.rcpt)
+    except GatewayError:
+        address = c.rcpt.strip().lower()
+    return Marketing(address, what.purpose, what.nature, what.category)
