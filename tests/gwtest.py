@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,3 +180,33 @@ def seed(rt, **fields) -> int:
 
 SOFT_OPT_IN = dict(basis="soft_opt_in", context="sale", categories=["lawnmowers"],
                    opt_out_offered=True, source="checkout, opt-out box shown")
+
+
+# -- the spool of a running (in-process) gateway ----------------------------------------
+
+
+async def wait_until_spool_is_empty(gw, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while gw.runtime.spool.stats()["depth"]:
+        assert loop.time() < deadline, "the spool never emptied"
+        await asyncio.sleep(0.05)
+
+
+async def two_more_attempts_each(gw, timeout: float = 10.0) -> None:
+    """Wait until every queued copy has failed twice more: an attempt that began before
+    now (decided before an opt-out made just now) is over, and one begun after it too."""
+    since = time.time()
+    conn = gw.runtime.spool.conn
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with gw.runtime.spool._lock:
+            short = conn.execute(
+                "SELECT COUNT(*) FROM spool s WHERE status = 'queued' AND (SELECT COUNT(*) "
+                "FROM delivery_log l WHERE l.spool_id = s.id AND l.at > ?) < 2",
+                (since,)).fetchone()[0]
+        if not short:
+            return
+        assert loop.time() < deadline, "copies were not tried again"
+        await asyncio.sleep(0.05)

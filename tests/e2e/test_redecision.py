@@ -8,12 +8,11 @@ import dataclasses
 import email
 import email.policy
 import sqlite3
-import time
 
 import aiohttp
 import aiosmtplib
 import pytest
-from gwtest import SOFT_OPT_IN, make_settings, seed
+from gwtest import SOFT_OPT_IN, make_settings, seed, two_more_attempts_each, wait_until_spool_is_empty
 
 from gateway import server
 from gateway.ledger.spool import Copy, Marketing, Spool
@@ -52,33 +51,6 @@ async def opt_out_over_the_api(gw, address: str) -> None:
             json={"org": "acme", "channel": "email", "address": address,
                   "source": "phoned the shop"}) as resp:
         assert resp.status == 201, await resp.text()
-
-
-async def wait_until_spool_is_empty(gw, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while gw.runtime.spool.stats()["depth"]:
-        assert loop.time() < deadline, "the spool never emptied"
-        await asyncio.sleep(0.05)
-
-
-async def two_more_attempts_each(gw, timeout: float = 10.0) -> None:
-    """Wait until every queued copy has failed twice more: an attempt that began before
-    now (decided before an opt-out made just now) is over, and one begun after it too."""
-    since = time.time()
-    conn = gw.runtime.spool.conn
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        with gw.runtime.spool._lock:
-            short = conn.execute(
-                "SELECT COUNT(*) FROM spool s WHERE status = 'queued' AND (SELECT COUNT(*) "
-                "FROM delivery_log l WHERE l.spool_id = s.id AND l.at > ?) < 2",
-                (since,)).fetchone()[0]
-        if not short:
-            return
-        assert loop.time() < deadline, "copies were not tried again"
-        await asyncio.sleep(0.05)
 
 
 def delivered_to(sink) -> list[str]:
