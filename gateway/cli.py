@@ -12,7 +12,7 @@ from pathlib import Path
 from . import config as config_mod
 from .consent import classify
 from .errors import ConfigError, GatewayError, InvalidAddress
-from .ledger import Ledger, guess_channel, normalise
+from .ledger import SchemaMismatch, guess_channel, normalise, open_ledger
 from .ledger.export import trail_csv
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
@@ -87,7 +87,7 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     channel = args.channel or guess_channel(args.address)
     address = _normalise(settings, channel, args.address, args.org)
-    ledger = Ledger(settings.gateway.data_dir)
+    ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     try:
         service = ConsentService(settings, ledger)
         stream = next((s for s in settings.streams if s.org == args.org), None)
@@ -138,7 +138,7 @@ def cmd_import(args) -> int:
     if not path.is_file():
         print(f"error: {path}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    ledger = Ledger(settings.gateway.data_dir)
+    ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     bar = tqdm(total=max(count_lines(path) - 1, 0), unit="rows", file=sys.stderr,
                disable=args.quiet or None, mininterval=0.5)
     done = [0]
@@ -171,7 +171,7 @@ def cmd_optout(args) -> int:
     channel = args.channel
     kind = channel if channel in ("email", "sms") else guess_channel(args.address)
     address = _normalise(settings, kind, args.address, args.org)
-    ledger = Ledger(settings.gateway.data_dir)
+    ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     try:
         opt_id = ledger.record_opt_out(args.org, channel, address, source=args.source,
                                        method="cli")
@@ -185,7 +185,7 @@ def cmd_audit(args) -> int:
     settings = _settings(args)
     channel = guess_channel(args.address)
     address = _normalise(settings, channel, args.address, args.org)
-    ledger = Ledger(settings.gateway.data_dir)
+    ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     try:
         trail = ledger.trail(address, args.org)
     finally:
@@ -194,6 +194,55 @@ def cmd_audit(args) -> int:
         sys.stdout.write(trail_csv(trail))
     else:
         print(json.dumps(trail, indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_migrate(args) -> int:
+    """Create or upgrade the ledger's schema; say what was done."""
+    settings = _settings(args)
+    ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir, upgrade=True)
+    try:
+        where = getattr(ledger, "where", None) or str(ledger.path)
+        if not ledger.applied:
+            print(f"ledger at {where}: schema version {ledger.schema_version()}, up to date")
+        for m in ledger.applied:
+            print(f"applied {m.version:04d}_{m.name}")
+        if ledger.applied:
+            print(f"ledger at {where}: schema version {ledger.schema_version()}")
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def cmd_ledger_copy(args) -> int:
+    """Copy the configured SQLite ledger into an empty PostgreSQL one."""
+    from tqdm import tqdm
+
+    from .ledger.postgres import PostgresLedger, redact
+    from .ledger.store import Ledger
+    from .ledger.transfer import copy_ledger, count
+
+    settings = _settings(args)
+    if not args.to.startswith(("postgresql:", "postgres:")):
+        print("error: --to must be a PostgreSQL URL (postgresql://…)", file=sys.stderr)
+        return EXIT_USAGE
+    source = open_ledger(settings.ledger.url, settings.gateway.data_dir)
+    if not isinstance(source, Ledger):
+        print("error: the configured ledger is not SQLite; copy from an SQLite ledger",
+              file=sys.stderr)
+        source.close()
+        return EXIT_USAGE
+    target = PostgresLedger(args.to, upgrade=True)
+    try:
+        total = sum(count(source, t) for t in ("evidence", "optouts", "decisions", "tokens"))
+        with tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr) as bar:
+            copied = copy_ledger(source, target, lambda table, n: bar.update(n))
+    finally:
+        source.close()
+        target.close()
+    for table, n in copied.items():
+        print(f"{table}: {n}")
+    print(f"copied {sum(copied.values())} records from {source.path} to {redact(args.to)}")
     return EXIT_OK
 
 
@@ -245,6 +294,17 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--format", choices=["json", "csv"], default="json")
     audit.set_defaults(fn=cmd_audit)
 
+    mig = sub.add_parser("migrate", parents=[common], help="create or upgrade the ledger schema")
+    mig.set_defaults(fn=cmd_migrate)
+
+    ledger = sub.add_parser("ledger", help="the ledger as a whole")
+    lsub = ledger.add_subparsers(dest="ledger_command", required=True)
+    copy = lsub.add_parser("copy", parents=[common],
+                           help="copy the SQLite ledger into an empty PostgreSQL ledger")
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://…")
+    copy.add_argument("--quiet", action="store_true", help="no progress bar")
+    copy.set_defaults(fn=cmd_ledger_copy)
+
     demo = sub.add_parser("demo", parents=[common], help="a self-contained guided tour")
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     demo.set_defaults(fn=cmd_demo)
@@ -255,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as exc:
+    except (ConfigError, SchemaMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except InvalidAddress as exc:

@@ -155,6 +155,18 @@ class Stream:
 
 
 @dataclass(frozen=True)
+class LedgerSettings:
+    """Where the ledger lives: `url` "" (SQLite in data_dir), sqlite:///PATH (resolved to
+    an absolute path) or a libpq URL (postgresql://…; PG* environment variables apply)."""
+
+    url: str = field(default="", repr=False)  # may hold a password
+
+    @property
+    def postgres(self) -> bool:
+        return self.url.startswith(("postgresql:", "postgres:"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration."""
 
@@ -168,6 +180,7 @@ class Settings:
     sms: SmsSettings
     orgs: dict[str, Org]
     streams: tuple[Stream, ...]
+    ledger: LedgerSettings = LedgerSettings()
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
@@ -338,7 +351,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
-                 "org", "stream"}
+                 "org", "stream", "ledger"}
         self.table(self.raw, "", known)
         for name in known - {"org", "stream"}:
             self.get(self.raw, "", name, dict, {})
@@ -355,6 +368,7 @@ class _Reader:
             sms=self.sms_section(),
             orgs=orgs,
             streams=streams,
+            ledger=self.ledger_section(),
         )
         self.check_exposure(settings)
         return settings
@@ -368,6 +382,27 @@ class _Reader:
             mode=self.choice(s, "gateway", "mode", ("enforce", "monitor"), "enforce"),
             processes=self.processes(s),
         )
+
+    def ledger_section(self) -> LedgerSettings:
+        s = self.table(self.raw.get("ledger", {}), "ledger", {"url"})
+        url = self.get(s, "ledger", "url", str, "").strip()
+        if not url:
+            return LedgerSettings()
+        if url.startswith("sqlite:"):
+            rest = url.removeprefix("sqlite:")
+            if not rest.startswith("///") or len(rest) <= 3:
+                raise self.fail("ledger.url", "expected sqlite:///relative/path.db or "
+                                "sqlite:////absolute/path.db")
+            return LedgerSettings(f"sqlite:///{self.path_of(rest[3:])}")
+        if url.startswith(("postgresql://", "postgres://")) or url.startswith("postgresql:"):
+            from psycopg.conninfo import conninfo_to_dict  # only PostgreSQL users need it
+            try:
+                conninfo_to_dict(url)
+            except Exception as exc:  # noqa: BLE001 - libpq's parser: any failure is a bad URL
+                raise self.fail("ledger.url", f"not a valid libpq URL: {type(exc).__name__}"
+                                ) from None
+            return LedgerSettings(url)
+        raise self.fail("ledger.url", "expected sqlite:///PATH or postgresql://…")
 
     def processes(self, section: dict) -> int:
         """`processes`: a count (1 to 64), or "auto": one per CPU core, at most

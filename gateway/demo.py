@@ -182,9 +182,9 @@ async def send_email(settings, who: str, org: str, what: str) -> tuple:
 
 
 def _last_reason(settings, who: str) -> str:
-    from .ledger import Ledger
+    from .ledger import open_ledger
 
-    ledger = Ledger(settings.gateway.data_dir)
+    ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     try:
         return ledger.decisions_for(who, limit=1)[0]["reason"]
     finally:

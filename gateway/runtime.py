@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .consent import ConsentService
-from .ledger import Ledger, now_iso
+from .ledger import Ledger, now_iso, open_ledger
 from .ledger.writer import Writer
 from .metrics import Metrics
 from .tokens import TokenBook
@@ -38,7 +38,7 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, worker: int = 0, sockets: dict | None = None) -> Runtime:
-        ledger = Ledger(settings.gateway.data_dir)
+        ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
         return cls(settings=settings, ledger=ledger,
                    consent=ConsentService(settings, ledger),
                    tokens=TokenBook(ledger, settings.unsubscribe.secrets),

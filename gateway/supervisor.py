@@ -284,10 +284,11 @@ def run(settings: Settings, describe) -> int:
     _remove_stale_metrics()
     metrics_dir = tempfile.mkdtemp(prefix=f"gateway-metrics-{os.getpid()}-")
     os.environ[MULTIPROC_ENV] = metrics_dir
-    from .ledger import Ledger
+    from .ledger import open_ledger
 
     try:
-        Ledger(settings.gateway.data_dir).close()  # schema and WAL made once, before the race
+        # The schema (and the WAL) made once, before the workers race for it.
+        open_ledger(settings.ledger.url, settings.gateway.data_dir).close()
         supervisor = _Supervisor(settings, metrics_dir)
         signal.signal(signal.SIGTERM, supervisor.stop)  # before the ports open
         signal.signal(signal.SIGINT, supervisor.stop)

@@ -115,10 +115,13 @@ def make_settings(tmp_path: Path, **over) -> config.Settings:
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
         http_port=free_port(), smtp_extra="", secret='"test-secret"',
         reply_handling="rewrite", upstream=f"maildir:{tmp_path / 'outbox'}", max_age="5d",
-        dkim="", org_name="Acme Garden Ltd", gateway_extra="",
+        dkim="", org_name="Acme Garden Ltd", gateway_extra="", ledger_url="",
     )
     values.update(over)
-    return config.parse(textwrap.dedent(BASE_TOML.format(**values)), None, tmp_path)
+    text = textwrap.dedent(BASE_TOML.format(**values))
+    if values["ledger_url"]:  # else SQLite in data_dir, the default
+        text += f'\n[ledger]\nurl = "{values["ledger_url"]}"\n'
+    return config.parse(text, None, tmp_path)
 
 
 @dataclass
@@ -210,3 +213,59 @@ async def two_more_attempts_each(gw, timeout: float = 10.0) -> None:
             return
         assert loop.time() < deadline, "copies were not tried again"
         await asyncio.sleep(0.05)
+
+
+# -- the ledger on both backends ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the whole test session (see pgcluster.py).
+    Skips the PostgreSQL half of a test without PostgreSQL, except under CI=true."""
+    import os
+
+    import pgcluster
+
+    if pgcluster.server_bindir() is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    cluster = pgcluster.start_cluster(free_port())
+    yield cluster
+    pgcluster.remove_cluster(cluster)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request) -> str:
+    """`[ledger] url` for each backend: "" (SQLite in data_dir), or a fresh empty
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_ledger(request, tmp_path_factory):
+    """`fresh_ledger()`: a new empty ledger on each backend, each call (for property
+    tests, whose examples each need their own); closed at the end of the test."""
+    from gateway.ledger import open_ledger
+
+    opened = []
+
+    def make():
+        if request.param == "sqlite":
+            book = open_ledger("", tmp_path_factory.mktemp("ledger"))
+            opened.append(book)
+            return book
+        if not opened:  # one database per test, emptied for each example
+            opened.append(open_ledger(request.getfixturevalue("pg_cluster").new_database(),
+                                      tmp_path_factory.mktemp("ledger")))
+        book = opened[0]
+        with book._conn() as conn:
+            conn.execute("TRUNCATE evidence, optouts, decisions, tokens RESTART IDENTITY")
+        return book
+
+    yield make
+    for book in opened:
+        book.close()

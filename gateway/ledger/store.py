@@ -5,13 +5,11 @@ is the one place that knows the SQL of the ledger."""
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,45 +18,19 @@ import sqlite_utils
 
 from ..errors import StoreUnavailable
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS evidence (
-    id INTEGER PRIMARY KEY,
-    org TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL,
-    basis TEXT NOT NULL, obtained_at TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
-    categories TEXT NOT NULL DEFAULT '[]', context TEXT, collected_by TEXT NOT NULL,
-    opt_out_offered INTEGER, named_orgs TEXT NOT NULL DEFAULT '[]',
-    recorded_at TEXT NOT NULL, recorded_via TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS evidence_person ON evidence (address, channel, org);
-CREATE TABLE IF NOT EXISTS optouts (
-    id INTEGER PRIMARY KEY,
-    org TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL,
-    kind TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
-    method TEXT NOT NULL DEFAULT '', message_id TEXT, client TEXT, token TEXT
-);
-CREATE INDEX IF NOT EXISTS optouts_person ON optouts (address, org);
-CREATE INDEX IF NOT EXISTS optouts_at ON optouts (at);
-CREATE INDEX IF NOT EXISTS optouts_token ON optouts (token);
-CREATE INDEX IF NOT EXISTS optouts_message ON optouts (message_id);
-CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL, org TEXT NOT NULL, stream TEXT, channel TEXT NOT NULL,
-    address TEXT NOT NULL, purpose TEXT, nature TEXT, category TEXT,
-    allowed INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
-    evidence_id TEXT, message_id TEXT, mode TEXT NOT NULL, ruleset TEXT NOT NULL,
-    explanation TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS decisions_person ON decisions (address, org);
-CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
-CREATE INDEX IF NOT EXISTS decisions_reason_at ON decisions (reason, at);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    org TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL, stream TEXT,
-    message_id TEXT, reply_to TEXT, created_at TEXT NOT NULL
-);
-"""
-
+from . import migrate
+from .queries import (
+    DECISION_INSERT,
+    EVIDENCE_INSERT,
+    HISTORY_SELECT,
+    DecisionRecord,
+    LedgerQueries,
+    TokenRecord,
+    _decision_row,
+    evidence_row,
+    history_of,
+    now_iso,
+)
 
 # After a write fails for want of the lock or of disk space, writes during this long try
 # once without waiting instead of each waiting busy_timeout in turn behind the one
@@ -90,10 +62,6 @@ def can_write(conn: sqlite3.Connection, lock, path: Path) -> bool:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA busy_timeout=5000")
         lock.release()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 # Rows per multi-row INSERT: well inside SQLite's 32,766 bound variables at 16 columns; and
@@ -135,79 +103,6 @@ def next_ids(conn: sqlite3.Connection, table: str, n: int) -> range:
     return range(top + 1, top + 1 + n)
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """Who an unsubscribe token stands for (never put in the token itself)."""
-
-    id: str
-    org: str
-    channel: str
-    address: str
-    stream: str | None
-    message_id: str | None
-    reply_to: str | None
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    """What `record_decision` needs besides the Decision itself."""
-
-    org: str
-    channel: str
-    address: str
-    stream: str | None
-    purpose: str
-    nature: str
-    category: str | None
-    message_id: str | None
-    mode: str
-
-
-EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "source",
-                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs")
-
-
-EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
-
-
-# One person's evidence (kind 0, EVIDENCE_COLUMNS) and opt-outs (kind 1: id, org, channel,
-# address, at, kind, source, method). Put in id order by the caller: an ORDER BY here makes
-# SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort a few rows.
-HISTORY_SELECT = (
-    f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
-    "WHERE address = ? AND channel = ? AND org = ? "
-    "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
-    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?)")
-
-
-def _kind_and_id(row: tuple) -> tuple[int, int]:
-    return row[0], row[1]
-
-
-def _evidence_of(r: tuple) -> Evidence:
-    """An Evidence from a row of EVIDENCE_COLUMNS."""
-    return Evidence(
-        id=str(r[0]), org=r[1], channel=r[2], address=r[3], basis=r[4],
-        obtained_at=_time(r[5]), source=r[6], categories=_names(r[7]),
-        context=r[8], collected_by=r[9],
-        opt_out_offered=None if r[10] is None else bool(r[10]),
-        named_orgs=_names(r[11]))
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """A JSON list column (categories, named_orgs) as a tuple; most are empty."""
-    return () if text == "[]" else tuple(json.loads(text))
-
-
-DECISION_INSERT = (
-    "INSERT INTO decisions (id, at, org, stream, channel, address, purpose, nature, category, "
-    "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation) VALUES ")
-
-
 # Commits by try_write_now between two checkpoints (the other connections checkpoint on
 # their own commits, every 1000 WAL pages).
 CHECKPOINT_EVERY = 500
@@ -244,25 +139,16 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
     return list(ids)
 
 
-def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionRecord) -> tuple:
-    """`at` (the write) stands in only for a decision that does not say when it was made."""
-    if decision.decided_at is not None:
-        at = decision.decided_at.astimezone(UTC).isoformat(timespec="microseconds")
-    outcome = decision.outcome
-    if not decision.allowed and what.mode == "monitor":
-        outcome = "would_block"
-    return (decision_id, at, what.org, what.stream, what.channel, what.address, what.purpose,
-            what.nature, what.category, int(decision.allowed), outcome, decision.reason,
-            decision.evidence_id, what.message_id, what.mode, decision.ruleset,
-            decision.explanation)
-
-
-class Ledger:
+class Ledger(LedgerQueries):
     """Thread-safe handle on the ledger database. Writes share one connection and are
     serialised; reads use a connection of their own thread's (WAL: a read never waits for
     a write), so the event loop can look a person up while a writer thread commits."""
 
-    def __init__(self, data_dir: Path | str, filename: str = "ledger.db"):
+    def __init__(self, data_dir: Path | str, filename: str = "ledger.db", *,
+                 upgrade: bool = False):
+        """Open (or create) the ledger. An empty database gets the schema; one at another
+        schema version raises SchemaMismatch, unless `upgrade` (`gateway migrate`): then
+        the missing migrations are applied (`self.applied` lists them)."""
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / filename
@@ -275,13 +161,48 @@ class Ledger:
         # which holds accepted mail, uses FULL and fsyncs every commit.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
         self.conn = conn
+        self.applied = self._schema(upgrade)
         self._failing_until = 0.0
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # every connection but self.conn
         self._closed = False
         self._written_now = 0
+        self.commits = 0  # ledger transactions of write_batch and try_write_now (for tests)
+
+    def _schema(self, upgrade: bool) -> list[migrate.Migration]:
+        """Create, check or upgrade the schema in one write transaction (BEGIN IMMEDIATE:
+        processes starting together create it once)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "schema_migrations" in tables:
+                current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM "
+                                       "schema_migrations").fetchone()[0]
+            else:
+                current = 1 if "evidence" in tables else 0  # 0.2 kept no history: version 1
+            if current and not upgrade and (problem := migrate.mismatch(current, str(self.path))):
+                raise problem
+            conn.execute(migrate.HISTORY_TABLE)
+            if current == 1 and "schema_migrations" not in tables:
+                conn.execute("INSERT INTO schema_migrations VALUES (1, 'ledger', ?)",
+                             (now_iso(),))
+            applied = migrate.apply(
+                "sqlite", conn.execute, migrate.plan(current).missing,
+                lambda m: conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                                       (m.version, m.name, now_iso())))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        return applied
+
+    def schema_version(self) -> int:
+        return self._reader().execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -361,6 +282,9 @@ class Ledger:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
+    def _tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        return self._reader().execute(sql, tuple(params)).fetchall()
+
     def healthy(self) -> bool:
         """The store can start a write transaction now and its disk has room."""
         return can_write(self.conn, self._lock, self.path)
@@ -370,49 +294,23 @@ class Ledger:
     def record_evidence(self, record: Evidence, via: str = "api") -> int:
         """Append one validated evidence record; returns its id."""
         return self._write(
-            "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, "
-            "categories, context, collected_by, opt_out_offered, named_orgs, recorded_at, "
-            "recorded_via) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            self._evidence_row(record, via),
+            EVIDENCE_INSERT,
+            evidence_row(record, via),
         )
 
     def record_evidence_many(self, records: Iterable[Evidence], via: str = "csv") -> int:
         """Append many records in one transaction (bulk import)."""
-        rows = [self._evidence_row(r, via) for r in records]
+        rows = [evidence_row(r, via) for r in records]
         with self._write_lock():
             try:
                 self.conn.execute("BEGIN")
-                self.conn.executemany(
-                    "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, "
-                    "categories, context, collected_by, opt_out_offered, named_orgs, "
-                    "recorded_at, recorded_via) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
+                self.conn.executemany(EVIDENCE_INSERT, rows)
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise self._unavailable(exc) from exc
         return len(rows)
-
-    @staticmethod
-    def _evidence_row(r: Evidence, via: str) -> tuple:
-        return (
-            r.org, r.channel, r.address, r.basis, r.obtained_at.isoformat(), r.source,
-            json.dumps(list(r.categories)), r.context, r.collected_by,
-            None if r.opt_out_offered is None else int(r.opt_out_offered),
-            json.dumps(list(r.named_orgs)), now_iso(), via,
-        )
-
-    def evidence_for(self, address: str, channel: str | None = None,
-                     org: str | None = None) -> tuple[Evidence, ...]:
-        sql, params = EVIDENCE_SELECT + " WHERE address = ?", [address]
-        if channel:
-            sql, params = sql + " AND channel = ?", params + [channel]
-        if org:
-            sql, params = sql + " AND org = ?", params + [org]
-        rows = self._reader().execute(sql + " ORDER BY id", params).fetchall()
-        return tuple(_evidence_of(r) for r in rows)
 
     # -- opt-outs -----------------------------------------------------------------------
 
@@ -442,35 +340,6 @@ class Ledger:
             with self.exclusive():
                 return insert()
 
-    def opt_outs_for(self, address: str, org: str | None = None) -> tuple[OptOut, ...]:
-        sql, params = "SELECT id, org, channel, address, at, kind, source, method FROM optouts " \
-            "WHERE address = ?", [address]
-        if org:
-            sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
-        rows = self._reader().execute(sql + " ORDER BY id", params).fetchall()
-        return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7])
-                     for r in rows)
-
-    def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:
-        sql, params = "SELECT * FROM optouts WHERE address = ?", [address]
-        if org:
-            sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
-        return self._rows(sql + " ORDER BY id", params)
-
-    def opt_out_for_token(self, token: str) -> dict | None:
-        rows = self._rows("SELECT * FROM optouts WHERE token = ? AND kind = 'optout' "
-                          "ORDER BY id LIMIT 1", [token])
-        return rows[0] if rows else None
-
-    def opt_out_for_message(self, message_id: str, method: str,
-                            kind: str = "optout") -> dict | None:
-        """The opt-out (or, with kind="optin", opt-in) that message `message_id` already
-        recorded by `method`: a provider's retried or replayed webhook must not count
-        twice."""
-        rows = self._rows("SELECT * FROM optouts WHERE message_id = ? AND method = ? "
-                          "AND kind = ? ORDER BY id LIMIT 1", [message_id, method, kind])
-        return rows[0] if rows else None
-
     def history(self, org: str, channel: str, address: str
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
         """What the rules engine needs for one person, org and channel: what
@@ -481,17 +350,9 @@ class Ledger:
                                                            ALL_ORGS)).fetchall()
         except sqlite3.Error as exc:  # no decision without the ledger: the caller fails closed
             raise StoreUnavailable(f"ledger read failed: {exc}") from exc
-        rows.sort(key=_kind_and_id)
-        evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
-        optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
-                        for r in rows if r[0] == 1)
-        return evidence, optouts
+        return history_of(rows)
 
     # -- decisions ----------------------------------------------------------------------
-
-    def record_decision(self, decision: Decision, what: DecisionRecord) -> int:
-        """Append one decision to the audit log; returns its id."""
-        return self.write_batch(decisions=[(decision, what)])[0]
 
     def write_batch(self, tokens: Sequence[TokenRecord] = (),
                     decisions: Sequence[tuple[Decision, DecisionRecord]] = ()) -> list[int]:
@@ -500,7 +361,9 @@ class Ledger:
         in order. StoreUnavailable when it could not be committed: then nothing was."""
         with self._write_lock():
             try:
-                return _insert_batch(self.conn, tokens, decisions)
+                ids = _insert_batch(self.conn, tokens, decisions)
+                self.commits += 1
+                return ids
             except sqlite3.Error as exc:
                 raise self._unavailable(exc) from exc
 
@@ -528,6 +391,7 @@ class Ledger:
         except sqlite3.Error:
             return None
         self._written_now += 1
+        self.commits += 1
         return ids
 
     def checkpoint_due(self) -> bool:
@@ -540,82 +404,7 @@ class Ledger:
         with self._lock, contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def decisions_for(self, address: str, org: str | None = None,
-                      limit: int | None = None) -> list[dict]:
-        sql, params = "SELECT * FROM decisions WHERE address = ?", [address]
-        if org:
-            sql, params = sql + " AND org = ?", params + [org]
-        sql += " ORDER BY id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        return self._rows(sql, params)
-
-    def recent_decisions(self, limit: int = 50, reason: str | None = None,
-                         address: str | None = None) -> list[dict]:
-        sql, params = "SELECT * FROM decisions WHERE 1=1", []
-        if reason:
-            sql, params = sql + " AND reason = ?", params + [reason]
-        if address:
-            sql, params = sql + " AND address = ?", params + [address]
-        # Newest first by `at`, so a reason filter walks the (reason, at) index backwards
-        # instead of sorting every decision with that reason.
-        return self._rows(sql + f" ORDER BY at DESC, id DESC LIMIT {int(limit)}", params)
-
-    def decision_counts(self, since: str) -> list[dict]:
-        return self._rows(
-            "SELECT channel, outcome, reason, COUNT(*) AS n FROM decisions WHERE at >= ? "
-            "GROUP BY channel, outcome, reason ORDER BY n DESC", [since])
-
-    def decision_counts_by_hour(self, since: str) -> list[dict]:
-        """Decisions per UTC hour ("YYYY-MM-DDTHH") and outcome since `since` (index on at)."""
-        return self._rows(
-            "SELECT substr(at, 1, 13) AS hour, outcome, COUNT(*) AS n FROM decisions "
-            "WHERE at >= ? GROUP BY hour, outcome ORDER BY hour", [since])
-
-    def opt_out_counts(self, since: str | None = None) -> list[dict]:
-        sql, params = "SELECT channel, method, kind, COUNT(*) AS n FROM optouts", []
-        if since:
-            sql, params = sql + " WHERE at >= ?", [since]
-        return self._rows(sql + " GROUP BY channel, method, kind ORDER BY n DESC", params)
-
-    # -- tokens -------------------------------------------------------------------------
-
-    def record_tokens(self, tokens: Iterable[TokenRecord]) -> None:
-        self.write_batch(tokens=list(tokens))
-
-    def token(self, token_id: str) -> TokenRecord | None:
-        rows = self._rows("SELECT * FROM tokens WHERE id = ?", [token_id])
-        if not rows:
-            return None
-        r = rows[0]
-        return TokenRecord(r["id"], r["org"], r["channel"], r["address"], r["stream"],
-                           r["message_id"], r["reply_to"])
-
     # -- export -------------------------------------------------------------------------
-
-    def trail(self, address: str, org: str | None = None) -> dict:
-        """A person's whole evidence trail: what a compliance officer hands a regulator."""
-        ev_sql, params = "SELECT * FROM evidence WHERE address = ?", [address]
-        if org:
-            ev_sql, params = ev_sql + " AND org = ?", params + [org]
-        evidence = []
-        for r in self._rows(ev_sql + " ORDER BY id", params):
-            r = dict(r)
-            r["categories"] = json.loads(r["categories"])
-            r["named_orgs"] = json.loads(r["named_orgs"])
-            if r["opt_out_offered"] is not None:
-                r["opt_out_offered"] = bool(r["opt_out_offered"])
-            evidence.append(r)
-        decisions = self.decisions_for(address, org)
-        for d in decisions:
-            d["allowed"] = bool(d["allowed"])
-        return {
-            "address": address,
-            "org": org,
-            "evidence": evidence,
-            "opt_outs": self.opt_out_rows(address, org),
-            "decisions": decisions,
-        }
 
     def iter_all(self, table: str) -> Iterator[dict]:
         yield from self.db[table].rows

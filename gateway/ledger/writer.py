@@ -78,19 +78,24 @@ class Writer:
     def submit(self, writes: Writes) -> asyncio.Future[Written]:
         """Queue `writes`; the future resolves once they are committed (or fails with
         StoreUnavailable). Never blocks on the database."""
+        return self._submit_all([writes])[0]
+
+    def _submit_all(self, many: list[Writes]) -> list[asyncio.Future[Written]]:
+        """`submit` each of `many`, queued at once: the thread takes them in one batch."""
         loop = asyncio.get_running_loop()
-        job = _Job(writes, loop, loop.create_future())
+        jobs = [_Job(writes, loop, loop.create_future()) for writes in many]
         with self._cond:
             if self._closing:
                 raise StoreUnavailable("the store is shutting down")
-            self._jobs.append(job)
+            idle = not self._jobs
+            self._jobs.extend(jobs)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="gateway-writer",
                                                 daemon=True)
                 self._thread.start()
-            elif len(self._jobs) == 1:
+            elif idle:
                 self._cond.notify()
-        return job.future
+        return [job.future for job in jobs]
 
     async def write(self, writes: Writes) -> Written:
         """`submit` and wait. Ledger-only writes (a text's decision, say) are gathered for
@@ -140,13 +145,16 @@ class Writer:
         if not self._jobs:
             ids = self.ledger.try_write_now([t for w, _ in gathered for t in w.tokens],
                                             [d for w, _ in gathered for d in w.decisions])
-        if ids is None:
-            for writes, future in gathered:
-                try:
-                    _chain(self.submit(writes), future)
-                except StoreUnavailable as exc:
+        if ids is None:  # to the thread, as one batch (each alone should it fail)
+            try:
+                submitted = self._submit_all([writes for writes, _ in gathered])
+            except StoreUnavailable as exc:
+                for _, future in gathered:
                     if not future.done():
                         future.set_exception(exc)
+                return
+            for (_, future), source in zip(gathered, submitted):
+                _chain(source, future)
             return
         if self.ledger.checkpoint_due():
             self.submit(Writes()).add_done_callback(_ignore)

@@ -14,8 +14,8 @@ from gateway.runtime import Runtime
 PERSON = "jane@example.com"
 
 
-def test_an_opt_out_between_deciding_and_recording_comes_after_the_decision(tmp_path):
-    rt = Runtime.open(make_settings(tmp_path))
+def test_an_opt_out_between_deciding_and_recording_comes_after_the_decision(tmp_path, ledger_url):
+    rt = Runtime.open(make_settings(tmp_path, ledger_url=ledger_url))
     try:
         seed(rt, address=PERSON, basis="consent", source="form")
         c = classify(rt.settings.streams[0])
@@ -32,8 +32,8 @@ def test_an_opt_out_between_deciding_and_recording_comes_after_the_decision(tmp_
         rt.close()
 
 
-def test_the_writer_records_the_decision_time_too(tmp_path):
-    rt = Runtime.open(make_settings(tmp_path))
+def test_the_writer_records_the_decision_time_too(tmp_path, ledger_url):
+    rt = Runtime.open(make_settings(tmp_path, ledger_url=ledger_url))
 
     async def go() -> None:
         c = classify(rt.settings.streams[0])

@@ -8,7 +8,7 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidAddress, ValidationError
@@ -19,6 +19,7 @@ from gateway.ledger import (
     normalise,
     normalise_email,
     normalise_phone,
+    open_ledger,
     parse_evidence,
 )
 from gateway.ledger.addresses import _validated_email
@@ -29,7 +30,14 @@ WHEN = "2026-01-10T10:00:00Z"
 
 
 @pytest.fixture
-def ledger(tmp_path):
+def ledger(tmp_path, ledger_url):
+    book = open_ledger(ledger_url, tmp_path / "data")
+    yield book
+    book.close()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path):
     book = Ledger(tmp_path / "data")
     yield book
     book.close()
@@ -319,7 +327,8 @@ def test_new_evidence_for_a_person_adds_a_row_beside_the_old_one(ledger):
     assert [r["source"] for r in after] == ["signup form v3", "signup form v4"]
 
 
-def test_ledger_writes_never_update_or_delete_rows(ledger):
+def test_ledger_writes_never_update_or_delete_rows(sqlite_ledger):
+    ledger = sqlite_ledger
     statements: list[str] = []
     ledger.conn.set_trace_callback(statements.append)
 
@@ -335,26 +344,27 @@ def test_ledger_writes_never_update_or_delete_rows(ledger):
     assert not verbs & {"UPDATE", "DELETE", "REPLACE"}
 
 
-def test_the_database_runs_in_wal_mode(ledger):
+def test_the_database_runs_in_wal_mode(sqlite_ledger):
+    ledger = sqlite_ledger
     with sqlite3.connect(ledger.path) as other:
         (mode,) = other.execute("PRAGMA journal_mode").fetchone()
 
     assert mode == "wal"
 
 
-def test_records_survive_closing_and_reopening_the_ledger(tmp_path):
-    first = Ledger(tmp_path / "data")
+def test_records_survive_closing_and_reopening_the_ledger(tmp_path, ledger_url):
+    first = open_ledger(ledger_url, tmp_path / "data")
     first.record_evidence(evidence())
     first.close()
 
-    again = Ledger(tmp_path / "data")
+    again = open_ledger(ledger_url, tmp_path / "data")
     try:
         assert len(again.evidence_for("jane.doe@example.com")) == 1
     finally:
         again.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["acme", "owls"]), st.sampled_from(["email", "sms"]),
                           st.sampled_from(["consent", "soft_opt_in"]),
                           st.lists(st.sampled_from(["tools", "seeds"]), max_size=2)),
@@ -362,28 +372,25 @@ def test_records_survive_closing_and_reopening_the_ledger(tmp_path):
        st.lists(st.tuples(st.sampled_from(["acme", "owls", "*"]),
                           st.sampled_from(["email", "sms"]),
                           st.sampled_from(["optout", "optin"])), max_size=6))
-def test_history_reads_what_the_two_lookups_read(tmp_path_factory, records, optouts):
+def test_history_reads_what_the_two_lookups_read(fresh_ledger, records, optouts):
     """`history` reads evidence and opt-outs with one statement: the same records, in the
     same order, as `evidence_for` and `opt_outs_for` each read."""
-    book = Ledger(tmp_path_factory.mktemp("history"))
+    book = fresh_ledger()
     address_of = {"email": "a@example.com", "sms": "+447400123456"}
-    try:
-        for org, channel, basis, categories in records:
-            address = address_of[channel]
-            fields = {"org": org, "channel": channel, "address": address, "basis": basis,
-                      "obtained_at": WHEN, "source": "form", "categories": categories}
-            if basis == "soft_opt_in":
-                fields.update(context="sale", opt_out_offered=True,
-                              categories=categories or ["tools"])
-            book.record_evidence(parse_evidence(fields, REGIONS))
-        for org, channel, kind in optouts:
-            book.record_opt_out(org, channel, address_of[channel], kind=kind, source="test")
-        for org in ("acme", "owls"):
-            for channel, address in address_of.items():
-                assert book.history(org, channel, address) == (
-                    book.evidence_for(address, channel, org), book.opt_outs_for(address, org))
-    finally:
-        book.close()
+    for org, channel, basis, categories in records:
+        address = address_of[channel]
+        fields = {"org": org, "channel": channel, "address": address, "basis": basis,
+                  "obtained_at": WHEN, "source": "form", "categories": categories}
+        if basis == "soft_opt_in":
+            fields.update(context="sale", opt_out_offered=True,
+                          categories=categories or ["tools"])
+        book.record_evidence(parse_evidence(fields, REGIONS))
+    for org, channel, kind in optouts:
+        book.record_opt_out(org, channel, address_of[channel], kind=kind, source="test")
+    for org in ("acme", "owls"):
+        for channel, address in address_of.items():
+            assert book.history(org, channel, address) == (
+                book.evidence_for(address, channel, org), book.opt_outs_for(address, org))
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 500, 501])

@@ -19,8 +19,8 @@ PEOPLE = [f"person{i}@example.com" for i in range(30)]
 
 
 @pytest.fixture
-def rt(tmp_path):
-    runtime = Runtime.open(make_settings(tmp_path))
+def rt(tmp_path, ledger_url):
+    runtime = Runtime.open(make_settings(tmp_path, ledger_url=ledger_url))
     for person in PEOPLE[::2]:  # every other one has consent
         seed(runtime, address=person, basis="consent", source="form")
     yield runtime
@@ -42,19 +42,40 @@ def recorded(rt, verdicts, people):
 
 
 def test_decisions_of_one_turn_share_one_commit_and_keep_their_own_ids(rt):
-    before = rt.ledger._written_now
+    before = rt.ledger.commits
     verdicts = asyncio.run(decide_all(rt, PEOPLE))
-    assert rt.ledger._written_now == before + 1  # one transaction for the 30
+    assert rt.ledger.commits == before + 1  # one transaction for the 30
     assert len({v.decision_id for v in verdicts}) == len(PEOPLE)
     assert [v.decision.allowed for v in verdicts] == [i % 2 == 0 for i in range(len(PEOPLE))]
     recorded(rt, verdicts, PEOPLE)
 
 
+class OtherWriter:
+    """Another connection (another worker or gateway) in the middle of a write."""
+
+    def __init__(self, rt):
+        if rt.settings.ledger.postgres:
+            import psycopg
+
+            self.conn = psycopg.connect(rt.settings.ledger.url, autocommit=True)
+            self.begin = "BEGIN; LOCK TABLE decisions IN EXCLUSIVE MODE"
+        else:
+            self.conn = sqlite3.connect(rt.ledger.path, isolation_level=None)
+            self.begin = "BEGIN IMMEDIATE"
+
+    def execute(self, sql: str) -> None:
+        for statement in (self.begin if sql == "BEGIN" else sql).split("; "):
+            self.conn.execute(statement)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def test_while_another_connection_holds_the_lock_they_wait_for_it_in_the_writer(rt):
-    other = sqlite3.connect(rt.ledger.path, isolation_level=None)
+    other = OtherWriter(rt)
 
     async def go():
-        other.execute("BEGIN IMMEDIATE")  # e.g. another worker process mid-commit
+        other.execute("BEGIN")  # e.g. another worker process mid-commit
         pending = asyncio.ensure_future(decide_all(rt, PEOPLE))
         await asyncio.sleep(0.1)
         assert not pending.done()  # nothing written around the lock
@@ -83,8 +104,8 @@ def test_a_caller_that_gives_up_does_not_disturb_the_others(rt):
     recorded(rt, others, [p for i, p in enumerate(PEOPLE) if i != 3])
 
 
-def test_after_close_a_write_is_refused_clearly(tmp_path):
-    rt = Runtime.open(make_settings(tmp_path))
+def test_after_close_a_write_is_refused_clearly(tmp_path, ledger_url):
+    rt = Runtime.open(make_settings(tmp_path, ledger_url=ledger_url))
     c = classify(rt.settings.streams[0])
     decisions = [rt.consent.evaluate(c, "email", p) for p in PEOPLE[:3]]
     rt.close()

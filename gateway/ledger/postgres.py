@@ -1,0 +1,264 @@
+"""The ledger on PostgreSQL: one database shared by any number of gateways.
+
+Same records, same SQL (`queries.py`, `?` turned into `%s`), same methods as the SQLite
+ledger, through psycopg 3 and a small connection pool (see docs/decisions.md for why
+psycopg). Differences that matter:
+
+- Ids come from each table's identity sequence; a batch takes its decisions' ids with one
+  `nextval` round trip, so each caller knows its own.
+- The write lock of `exclusive()` and of an opt-out is a transaction-scoped advisory lock,
+  so checks made under it hold across every gateway on the database.
+- The server being down or unreachable raises StoreUnavailable quickly: the pool waits at
+  most `CHECKOUT_SECONDS` for a connection, libpq gives up connecting after
+  `connect_timeout`, and after a failure, for FAIL_FAST_SECONDS, calls fail at once instead
+  of each waiting again (a ledger outage must not freeze the event loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from ..errors import StoreUnavailable
+from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from . import migrate
+from .queries import (
+    DECISION_INSERT,
+    EVIDENCE_INSERT,
+    HISTORY_SELECT,
+    TABLES,
+    DecisionRecord,
+    LedgerQueries,
+    TokenRecord,
+    _decision_row,
+    evidence_row,
+    history_of,
+    now_iso,
+)
+
+CHECKOUT_SECONDS = 2.0
+FAIL_FAST_SECONDS = 1.0
+# Lock ids (pg_advisory_xact_lock): the ledger's write lock, and schema creation.
+WRITE_LOCK = 0x6C656467  # "ledg"
+SCHEMA_LOCK = 0x6D696772  # "migr"
+ROWS_PER_STATEMENT = 500
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs, errors and /status)."""
+    url = _PASSWORD.sub(r"\1***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+
+
+def pg(sql: str) -> str:
+    """Our `?` placeholders as psycopg's `%s` (no statement of ours holds a literal ?)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresLedger(LedgerQueries):
+    """The ledger in a PostgreSQL database (`url`: a libpq URL; PG* variables apply)."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, upgrade: bool = False, pool_size: int = 8):
+        self.url = url
+        self.where = redact(url)
+        self._failing_until = 0.0
+        self._local = threading.local()
+        self.commits = 0  # transactions of write_batch (for tests)
+        self.pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
+            kwargs={"autocommit": True, "connect_timeout": 3,
+                    "application_name": "consent-gateway"},
+            name="ledger")
+        try:
+            self.pool.open(wait=True, timeout=10)
+        except psycopg_pool.PoolTimeout as exc:
+            self.pool.close()
+            raise StoreUnavailable(f"cannot connect to the ledger at {self.where}") from exc
+        try:
+            self.applied = self._schema(upgrade)
+        except BaseException:
+            self.pool.close()
+            raise
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        """A connection: the open transaction's of `exclusive()` on this thread, else one
+        from the pool. Connection trouble is StoreUnavailable."""
+        held = getattr(self._local, "tx", None)
+        if held is not None:
+            yield held
+            return
+        if time.monotonic() < self._failing_until:
+            raise StoreUnavailable(f"ledger at {self.where} unreachable (retrying shortly)")
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+            self._failing_until = 0.0
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
+            raise StoreUnavailable(f"ledger at {self.where} unavailable: "
+                                   f"{type(exc).__name__}") from exc
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"ledger error: {type(exc).__name__}: "
+                                   f"{exc.diag.message_primary or exc}") from exc
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        with self._conn() as conn:
+            cur = conn.execute(pg(sql), tuple(params))
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def _tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._conn() as conn:
+            return conn.execute(pg(sql), tuple(params)).fetchall()
+
+    def _schema(self, upgrade: bool) -> list[migrate.Migration]:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0]
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+                                   ).fetchone()[0] if exists else 0
+            if current and not upgrade and (problem := migrate.mismatch(current, self.where)):
+                raise problem
+            conn.execute(migrate.HISTORY_TABLE)
+            return migrate.apply(
+                "postgresql", conn.execute, migrate.plan(current).missing,
+                lambda m: conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                                       (m.version, m.name, now_iso())))
+
+    def schema_version(self) -> int:
+        return self._tuples("SELECT MAX(version) FROM schema_migrations")[0][0]
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def healthy(self) -> bool:
+        """The primary answers and takes writes (not a standby in recovery)."""
+        try:
+            with self.pool.connection(timeout=0.5) as conn:
+                return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        except (psycopg.Error, psycopg_pool.PoolTimeout):
+            return False
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """The ledger's write lock for the whole block, across every gateway on this
+        database: one transaction holding an advisory lock; reads in the block see it."""
+        if getattr(self._local, "tx", None) is not None:
+            yield  # nested: the lock is held already
+            return
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    self._local.tx = conn
+                    try:
+                        yield
+                    finally:
+                        self._local.tx = None
+            except psycopg.OperationalError as exc:
+                self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
+                raise StoreUnavailable(f"ledger at {self.where} unavailable") from exc
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def record_evidence(self, record: Evidence, via: str = "api") -> int:
+        with self._conn() as conn:
+            return conn.execute(pg(EVIDENCE_INSERT) + " RETURNING id",
+                                evidence_row(record, via)).fetchone()[0]
+
+    def record_evidence_many(self, records: Iterable[Evidence], via: str = "csv") -> int:
+        rows = [evidence_row(r, via) for r in records]
+        with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(pg(EVIDENCE_INSERT), rows)
+        return len(rows)
+
+    # -- opt-outs -----------------------------------------------------------------------
+
+    def record_opt_out(self, org: str, channel: str, address: str, *, kind: str = "optout",
+                       source: str = "", method: str = "", message_id: str | None = None,
+                       client: str | None = None, token: str | None = None,
+                       at: datetime | None = None) -> int:
+        """Append an opt-out (or opt-in); its time is taken once the write lock is held."""
+        with self.exclusive(), self._conn() as conn:
+            when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
+            return conn.execute(
+                "INSERT INTO optouts (org, channel, address, kind, at, source, method, "
+                "message_id, client, token) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "RETURNING id",
+                (org, channel, address, kind, when, source, method, message_id, client,
+                 token)).fetchone()[0]
+
+    def history(self, org: str, channel: str, address: str
+                ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
+        return history_of(self._tuples(HISTORY_SELECT, (address, channel, org, address, org,
+                                                        ALL_ORGS)))
+
+    # -- decisions and tokens -------------------------------------------------------------
+
+    def write_batch(self, tokens: Sequence[TokenRecord] = (),
+                    decisions: Sequence[tuple[Decision, DecisionRecord]] = ()) -> list[int]:
+        """Tokens and decisions in one transaction; the decisions' ids, in order."""
+        at = now_iso()
+        with self._conn() as conn, conn.transaction():
+            ids: list[int] = []
+            if decisions:
+                ids = [r[0] for r in conn.execute(
+                    "SELECT nextval(pg_get_serial_sequence('decisions', 'id')) "
+                    "FROM generate_series(1, %s)", (len(decisions),)).fetchall()]
+            token_rows = [(t.id, t.org, t.channel, t.address, t.stream, t.message_id,
+                           t.reply_to, at) for t in tokens]
+            insert_rows(conn, "INSERT INTO tokens VALUES ", token_rows)
+            insert_rows(conn, DECISION_INSERT, [_decision_row(i, at, d, what)
+                                                for i, (d, what) in zip(ids, decisions)])
+        self.commits += 1
+        return ids
+
+    def try_write_now(self, tokens: Sequence[TokenRecord] = (),
+                      decisions: Sequence[tuple[Decision, DecisionRecord]] = ()
+                      ) -> list[int] | None:
+        """Never on the event loop: a round trip to the server would hold it up."""
+        return None
+
+    def checkpoint_due(self) -> bool:
+        return False
+
+    def checkpoint(self) -> None:
+        """PostgreSQL checkpoints by itself."""
+
+    # -- export -------------------------------------------------------------------------
+
+    def iter_all(self, table: str) -> Iterator[dict]:
+        if table not in (*TABLES, "gateways", "schema_migrations"):
+            raise ValueError(f"no table {table!r} in the ledger")
+        with self._conn() as conn, conn.transaction(), \
+                conn.cursor(name=f"all_{table}") as cur:
+            cur.itersize = 2000
+            cur.execute(f"SELECT * FROM {table} ORDER BY 1")  # noqa: S608 - checked above
+            names = None
+            for row in cur:
+                names = names or [d.name for d in cur.description]
+                yield dict(zip(names, row))
+
+
+def insert_rows(conn: psycopg.Connection, head: str, rows: Sequence[tuple]) -> None:
+    """INSERT many rows, ROWS_PER_STATEMENT per statement (`head` ends with VALUES)."""
+    if not rows:
+        return
+    group = "(" + ",".join(["%s"] * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start:start + ROWS_PER_STATEMENT]
+        conn.execute(head + ",".join([group] * len(part)), [v for r in part for v in r])
