@@ -11,7 +11,9 @@ from typing import Self
 
 from aiohttp import web
 
+from .cluster import Announcer
 from .config import Settings
+from .ledger.spool import spool_stats
 from .logs import event
 from .runtime import Runtime
 from .web import admin, openapi, ratelimit
@@ -79,6 +81,10 @@ async def start(settings: Settings, worker: int = 0, sockets: dict | None = None
     try:
         for starter in starters():
             stops.append(await starter(rt, app))
+        if worker == 0:  # one row per gateway, whatever its number of worker processes
+            announcer = Announcer(rt, lambda: spool_stats(settings.gateway.data_dir))
+            announcer.start()
+            stops.append(announcer.stop)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         listen = settings.http.listen

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from gwtest import BASE_TOML, free_port
 
-from gateway.ledger import Ledger, parse_evidence
+from gateway.ledger import open_ledger, parse_evidence
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SMS_KEY = {"Authorization": "Bearer sk_news"}
 
 
 def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
-                delivery_extra: str = "", **over) -> str:
+                delivery_extra: str = "", ledger_url: str = "", **over) -> str:
     values = dict(
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=smtp_port,
         http_port=http_port, smtp_extra="", secret='"s"', reply_handling="rewrite",
@@ -35,6 +35,8 @@ def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
     text = BASE_TOML.format(**values)
     if delivery_extra:
         text = text.replace("workers = 2\n", f"workers = 2\n{delivery_extra}\n", 1)
+    if ledger_url:
+        text += f'\n[ledger]\nurl = "{ledger_url}"\n'
     return text
 
 
@@ -67,9 +69,10 @@ async def send_mail(smtp_port: int, first: int, count: int, connections: int,
     return accepted
 
 
-def seed(data_dir: Path, emails: list[str] = (), phones: list[str] = ()) -> None:
+def seed(data_dir: Path, emails: list[str] = (), phones: list[str] = (),
+         ledger_url: str = "") -> None:
     """Consent evidence for each address, written before the gateway starts."""
-    ledger = Ledger(data_dir)
+    ledger = open_ledger(ledger_url, data_dir)
     records = [parse_evidence({"org": "acme", "channel": channel, "address": address,
                                "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z"},
                               {"acme": "GB"})
@@ -85,6 +88,7 @@ class GatewayProcess:
     tmp_path: Path
     upstream: str
     delivery_extra: str = ""
+    ledger_url: str = ""
     over: dict = field(default_factory=dict)
     smtp_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -94,7 +98,8 @@ class GatewayProcess:
     def __post_init__(self) -> None:
         self.config = self.tmp_path / "config.toml"
         self.config.write_text(config_text(self.tmp_path, self.smtp_port, self.http_port,
-                                           self.upstream, self.delivery_extra, **self.over))
+                                           self.upstream, self.delivery_extra,
+                                           self.ledger_url, **self.over))
         self.log = self.tmp_path / "gateway.log"
 
     @property
@@ -110,6 +115,10 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
+        return self.launch().wait_listening(timeout)
+
+    def launch(self) -> GatewayProcess:
+        """Start `gateway run` without waiting for it (see `wait_listening`)."""
         self.starts += 1
         with open(self.log, "ab") as log:
             log.write(f"\n--- start {self.starts} ---\n".encode())
@@ -118,6 +127,10 @@ class GatewayProcess:
                 [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
                 stdout=log, stderr=log, cwd=self.tmp_path,
                 env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # SIGABRT dumps stacks
+        return self
+
+    def wait_listening(self, timeout: float = 20.0) -> GatewayProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         pending = [self.smtp_port, self.http_port]
         while pending:

@@ -125,6 +125,11 @@ class PostgresLedger(LedgerQueries):
         with self._conn() as conn:
             return conn.execute(pg(sql), tuple(params)).fetchall()
 
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        with self._conn() as conn:
+            conn.execute(pg(sql), tuple(params))
+        return 0
+
     def _schema(self, upgrade: bool) -> list[migrate.Migration]:
         with self._conn() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))

@@ -13,6 +13,12 @@ from typing import Any
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
 
 TABLES = ("evidence", "optouts", "decisions", "tokens")  # what the ledger holds, in copy order
+GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
+                   "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
+GATEWAY_UPSERT = (
+    f"INSERT INTO gateways ({', '.join(GATEWAY_COLUMNS)}) "  # noqa: S608 - our column names
+    f"VALUES ({', '.join('?' * len(GATEWAY_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{n} = excluded.{n}" for n in GATEWAY_COLUMNS if n not in ("id", "started_at")))
 
 
 def now_iso() -> str:
@@ -142,6 +148,20 @@ class LedgerQueries:
     def write_batch(self, tokens: Sequence[TokenRecord] = (),
                     decisions: Sequence[tuple[Decision, DecisionRecord]] = ()) -> list[int]:
         raise NotImplementedError
+
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        raise NotImplementedError
+
+    # -- gateways sharing the ledger --------------------------------------------------------
+
+    def announce(self, entry: dict) -> None:
+        """Insert or refresh this gateway's row (its heartbeat): `entry` holds every
+        column of `gateways`."""
+        self._write(GATEWAY_UPSERT, [entry[n] for n in GATEWAY_COLUMNS])
+
+    def gateways(self) -> list[dict]:
+        """Every gateway that ever announced itself here, by id."""
+        return self._rows("SELECT * FROM gateways ORDER BY id")
 
     def evidence_for(self, address: str, channel: str | None = None,
                      org: str | None = None) -> tuple[Evidence, ...]:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..cluster import cluster_view
 from ..errors import InvalidAddress
 from ..ledger import guess_channel, mask, normalise, now_iso
 from ..logs import event
@@ -187,7 +188,8 @@ def ledger_snapshot(rt: Runtime, wanted: dict) -> dict:
             trail = rt.ledger.trail(wanted["address"])
             trail["decisions"] = trail["decisions"][:TRAIL_DECISIONS_LIMIT]
     return {"decisions": decisions, "opt_outs": opt_outs, "recent_decisions": recent,
-            "trail": trail, "ledger_healthy": rt.ledger.healthy()}
+            "trail": trail, "gateways": cluster_view(rt.ledger.gateways()),
+            "ledger_healthy": rt.ledger.healthy()}
 
 
 async def provider_states(rt: Runtime) -> dict[str, dict]:
