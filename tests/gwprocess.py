@@ -71,7 +71,8 @@ def seed(data_dir: Path, emails: list[str] = (), phones: list[str] = ()) -> None
     """Consent evidence for each address, written before the gateway starts."""
     ledger = Ledger(data_dir)
     records = [parse_evidence({"org": "acme", "channel": channel, "address": address,
-                               "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z"},
+                               "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z",
+                               "source": "test fixture"},
                               {"acme": "GB"})
                for channel, addresses in (("email", emails), ("sms", phones))
                for address in addresses]
