@@ -21,6 +21,9 @@ from .policy import NATURES, ORG_TYPES, PURPOSES, RULESETS, OrgPolicy
 EXAMPLE_SECRETS = {"change-me", "change-me-too", "secret"}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The widest trusted network (prefix length by IP version) accepted without
+# `smtp.allow_wide_trusted_networks`: "0.0.0.0/0" there would make an open relay.
+WIDEST_TRUSTED_PREFIX = {4: 8, 6: 32}
 
 
 @dataclass(frozen=True)
@@ -418,13 +421,20 @@ class _Reader:
         n = "smtp"
         s = self.table(self.raw.get(n, {}), n, {
             "listen", "hostname", "max_message_size", "max_recipients", "timeout",
-            "tls_cert", "tls_key", "trusted_networks"})
+            "tls_cert", "tls_key", "trusted_networks", "allow_wide_trusted_networks"})
+        allow_wide = self.get(s, n, "allow_wide_trusted_networks", bool, False)
         nets = []
         for cidr in self.str_list(s, n, "trusted_networks"):
             try:
-                nets.append(ipaddress.ip_network(cidr, strict=False))
+                net = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise self.fail(f"{n}.trusted_networks", f"{cidr!r} is not a CIDR") from None
+            if net.prefixlen < WIDEST_TRUSTED_PREFIX[net.version] and not allow_wide:
+                raise self.fail(f"{n}.trusted_networks", (
+                    f"{cidr!r} is wider than /{WIDEST_TRUSTED_PREFIX[net.version]} and would "
+                    "let a large part of the internet relay without AUTH; list narrower "
+                    "networks, or set smtp.allow_wide_trusted_networks = true"))
+            nets.append(net)
         cert = self.get(s, n, "tls_cert", str, "")
         key = self.get(s, n, "tls_key", str, "")
         if bool(cert) != bool(key):

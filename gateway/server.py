@@ -17,7 +17,7 @@ from .ledger.spool import spool_stats
 from .logs import event
 from .runtime import Runtime
 from .web import admin, openapi, ratelimit
-from .web.common import RUNTIME
+from .web.common import RUNTIME, answer_internal_errors
 
 log = logging.getLogger("gateway.server")
 
@@ -26,11 +26,13 @@ Starter = Callable[[Runtime, web.Application], Awaitable[Callable[[], Awaitable[
 
 
 def build_http_app(rt: Runtime) -> web.Application:
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+    # Outermost: an unexpected error answers 503 with no internal detail.
+    app = web.Application(client_max_size=2 * 1024 * 1024,
+                          middlewares=[answer_internal_errors])
     app[RUNTIME] = rt
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
-    ratelimit.install(app)  # bad /u/ and /s/ links, per client
+    ratelimit.install(app)  # per client: bad /u/ and /s/ links, bad admin credentials
     return app
 
 

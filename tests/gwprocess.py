@@ -74,7 +74,8 @@ def seed(data_dir: Path, emails: list[str] = (), phones: list[str] = (),
     """Consent evidence for each address, written before the gateway starts."""
     ledger = open_ledger(ledger_url, data_dir)
     records = [parse_evidence({"org": "acme", "channel": channel, "address": address,
-                               "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z"},
+                               "basis": "consent", "obtained_at": "2026-01-01T00:00:00Z",
+                               "source": "test fixture"},
                               {"acme": "GB"})
                for channel, addresses in (("email", emails), ("sms", phones))
                for address in addresses]

@@ -247,6 +247,40 @@ def test_a_trusted_network_that_is_not_a_cidr_is_refused(tmp_path, cidr):
     assert cidr in str(error)
 
 
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001:db8::/31"])
+def test_a_trusted_network_wider_than_a_slash_8_or_32_is_refused(tmp_path, cidr):
+    text = edit('"192.0.2.0/24"', f'"192.0.2.0/24", "{cidr}"')
+    error, path = refused(tmp_path, text)
+
+    assert_names(error, path, "smtp.trusted_networks",
+                 line=line_number(text, "trusted_networks"))
+    assert cidr in str(error) and "allow_wide_trusted_networks" in str(error)
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/8", "127.0.0.0/8", "2001:db8::/32", "::1/128"])
+def test_a_trusted_network_of_a_slash_8_or_32_or_narrower_is_accepted(tmp_path, cidr):
+    settings = config.load(write(tmp_path, edit('"192.0.2.0/24"', f'"{cidr}"')))
+
+    assert [str(n) for n in settings.smtp.trusted_networks] == [cidr]
+
+
+def test_a_wide_trusted_network_is_accepted_when_explicitly_allowed(tmp_path):
+    text = edit('trusted_networks = ["192.0.2.0/24"]',
+                'trusted_networks = ["0.0.0.0/0"]\nallow_wide_trusted_networks = true')
+    settings = config.load(write(tmp_path, text))
+
+    assert [str(n) for n in settings.smtp.trusted_networks] == ["0.0.0.0/0"]
+
+
+def test_allow_wide_trusted_networks_must_be_a_boolean(tmp_path):
+    text = edit('trusted_networks = ["192.0.2.0/24"]',
+                'trusted_networks = ["192.0.2.0/24"]\nallow_wide_trusted_networks = "yes"')
+    error, path = refused(tmp_path, text)
+
+    assert_names(error, path, "smtp.allow_wide_trusted_networks",
+                 line=line_number(text, "allow_wide_trusted_networks"))
+
+
 @pytest.mark.parametrize("upstream", [
     "http://relay.example:25", "smtp://", "smtp://relay.example:port",
     "smtp://relay.example:99999", "smtp://relay.example:25?tls=maybe", "relay.example:25",

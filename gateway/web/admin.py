@@ -10,7 +10,7 @@ from ..errors import InvalidAddress, StoreUnavailable, ValidationError
 from ..ledger import normalise, parse_evidence
 from ..ledger.export import trail_csv
 from ..policy import ALL_CHANNELS, ALL_ORGS, CHANNELS
-from .common import json_body, json_error, require_admin, runtime
+from .common import json_body, json_error, require_admin, runtime, store_unavailable
 
 routes = web.RouteTableDef()
 
@@ -31,7 +31,7 @@ async def post_consent(request: web.Request) -> web.Response:
     try:
         record_id = await asyncio.to_thread(rt.ledger.record_evidence, record, "api")
     except StoreUnavailable as exc:
-        return json_error(503, "store_unavailable", detail=str(exc))
+        return store_unavailable(request, exc)
     return web.json_response({"id": record_id, "address": record.address}, status=201)
 
 
@@ -73,7 +73,7 @@ async def post_optout(request: web.Request) -> web.Response:
             rt.ledger.record_opt_out, org, channel, normalised, source=source, method="api",
             client=request.remote)
     except StoreUnavailable as exc:
-        return json_error(503, "store_unavailable", detail=str(exc))
+        return store_unavailable(request, exc)
     rt.metrics.opt_outs.labels(channel, "api").inc()
     return web.json_response({"id": opt_id, "address": normalised}, status=201)
 
@@ -93,7 +93,10 @@ async def get_contact(request: web.Request) -> web.Response:
     except InvalidAddress as exc:
         return json_error(422, "invalid", fields={"address": exc.reason})
     rt = runtime(request)
-    trail = await asyncio.to_thread(rt.ledger.trail, address, org)
+    try:
+        trail = await asyncio.to_thread(rt.ledger.trail, address, org)
+    except StoreUnavailable as exc:
+        return store_unavailable(request, exc)
     trail["channel"] = channel
     trail["consents"] = [e for e in trail.pop("evidence") if e["channel"] == channel]
     trail["decisions"] = [d for d in trail["decisions"] if d["channel"] == channel]

@@ -33,10 +33,12 @@ def _error(description: str) -> dict:
 
 
 UNAUTHORIZED = _error("missing or wrong credentials")
+TOO_MANY_FAILURES = _error("too many wrong credentials from this address lately "
+                           "(`too_many_failures`); retry after `Retry-After` seconds")
 BAD_JSON = _error("malformed JSON, or not a JSON object (`bad_json`)")
 INVALID = _json(_ref("Invalid"), "a bad field; `fields` names each one; nothing stored")
-STORE_UNAVAILABLE = _error("the ledger cannot be written right now (`store_unavailable`); "
-                           "retry later")
+STORE_UNAVAILABLE = _error("the ledger cannot be used right now (`store_unavailable`), "
+                           "or an internal error (`internal_error`); retry later")
 TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "the unsubscribe token from the link"}
 
@@ -171,14 +173,16 @@ def _paths() -> dict[str, Any]:
             "requestBody": {"required": True,
                             "content": {JSON: {"schema": _ref("Evidence")}}},
             "responses": {"201": _json(_ref("Stored"), "stored"), "400": BAD_JSON,
-                          "401": UNAUTHORIZED, "422": INVALID, "503": STORE_UNAVAILABLE},
+                          "401": UNAUTHORIZED, "422": INVALID, "429": TOO_MANY_FAILURES,
+                          "503": STORE_UNAVAILABLE},
         }},
         "/api/v1/optouts": {"post": {
             "summary": "Record an opt-out",
             "security": admin,
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("OptOut")}}},
             "responses": {"201": _json(_ref("Stored"), "stored"), "400": BAD_JSON,
-                          "401": UNAUTHORIZED, "422": INVALID, "503": STORE_UNAVAILABLE},
+                          "401": UNAUTHORIZED, "422": INVALID, "429": TOO_MANY_FAILURES,
+                          "503": STORE_UNAVAILABLE},
         }},
         "/api/v1/contacts/{channel}/{address}": {"get": {
             "summary": "A person's consents, opt-outs and decisions (the evidence trail)",
@@ -196,7 +200,8 @@ def _paths() -> dict[str, Any]:
                 "200": {"description": "the trail",
                         "content": {JSON: {"schema": _ref("Contact")},
                                     "text/csv": {"schema": {"type": "string"}}}},
-                "401": UNAUTHORIZED, "404": _error("unknown channel"), "422": INVALID},
+                "401": UNAUTHORIZED, "404": _error("unknown channel"), "422": INVALID,
+                "429": TOO_MANY_FAILURES, "503": STORE_UNAVAILABLE},
         }},
         "/api/v1/sms": {"post": {
             "summary": "Send one text (one consent decision; opt-out text added)",
@@ -284,7 +289,9 @@ def _paths() -> dict[str, Any]:
             "parameters": [{"name": "reason", "in": "query", "schema": {"type": "string"}},
                            {"name": "address", "in": "query", "schema": {"type": "string"}}],
             "responses": {"200": _json({"type": "object"}, "status"),
-                          "401": {"description": "log in with the admin token"}},
+                          "401": {"description": "log in with the admin token"},
+                          "429": {"description": "too many wrong passwords from this "
+                                                 "address lately; retry after Retry-After"}},
         }},
     }
 

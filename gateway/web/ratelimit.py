@@ -1,73 +1,39 @@
-"""A small per-client limit on bad unsubscribe links (`/u/TOKEN`, `/s/TOKEN`).
+"""Per-client limits on the HTTP side (the counting is `gateway.anvil`'s).
 
-Tokens are signed (a guess fails its MAC before any lookup), so brute force cannot
-succeed; the limit keeps a guesser from burning CPU and filling logs. Only bad links
-count: a client that got `BAD_LINKS_PER_WINDOW` 404s within `WINDOW_SECONDS` gets 429
-(with Retry-After) for further bad links until the window has passed. A link whose
-signature is valid always goes through, even from a limited address: behind a reverse
-proxy every client shares one address, and a guesser must never be able to stop people
-from unsubscribing. State is in memory, per process, bounded in size."""
+Bad unsubscribe links (`/u/TOKEN`, `/s/TOKEN`): tokens are signed (a guess fails its
+MAC before any lookup), so brute force cannot succeed; the limit keeps a guesser from
+burning CPU and filling logs. Only bad links count: a client that got
+`BAD_LINKS_PER_WINDOW` 404s within `WINDOW_SECONDS` gets 429 (with Retry-After) for
+further bad links until the window has passed. A link whose signature is valid always
+goes through, even from a limited address: behind a reverse proxy every client shares
+one address, and a guesser must never be able to stop people from unsubscribing.
+
+Bad admin credentials (`/api/v1` bearer token, `/status` passwords): each failure is
+answered later than the one before, and a client refused for failing too often gets
+429 (see `common.require_admin` and `gateway.anvil`).
+
+State is in memory, per process, bounded in size."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from collections import OrderedDict, deque
 
 from aiohttp import web
 
+from ..anvil import Anvil
 from ..errors import TokenError
 from ..logs import event
 from ..tokens import token_id_of
-from .common import page, runtime
+from .common import ADMIN_LOGINS, AdminLoginFailed, page, runtime
 
 log = logging.getLogger("gateway.web.ratelimit")
 
 LIMITED_PREFIXES = ("/u/", "/s/")
 WINDOW_SECONDS = 60.0
 BAD_LINKS_PER_WINDOW = 20
-MAX_CLIENTS = 10_000  # oldest clients are forgotten beyond this
 
-
-class BadLinkLimiter:
-    """Bad-link times per client address, in a sliding window."""
-
-    def __init__(self, limit: int = BAD_LINKS_PER_WINDOW, window: float = WINDOW_SECONDS,
-                 max_clients: int = MAX_CLIENTS):
-        self.limit, self.window, self.max_clients = limit, window, max_clients
-        self._bad: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, client: str, now: float) -> deque[float] | None:
-        times = self._bad.get(client)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._bad[client]
-            return None
-        return times
-
-    def retry_after(self, client: str, now: float | None = None) -> float | None:
-        """Seconds until `client` may try again; None when it is not limited."""
-        now = time.monotonic() if now is None else now
-        times = self._recent(client, now)
-        if times is None or len(times) < self.limit:
-            return None
-        return max(1.0, times[-self.limit] + self.window - now)
-
-    def note_bad(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        times = self._recent(client, now)
-        if times is None:
-            times = self._bad[client] = deque(maxlen=self.limit)
-            while len(self._bad) > self.max_clients:
-                self._bad.popitem(last=False)
-        self._bad.move_to_end(client)
-        times.append(now)
-
-
-LIMITER = web.AppKey("bad_link_limiter", BadLinkLimiter)
+LIMITER = web.AppKey("bad_link_limiter", Anvil)
 
 
 @web.middleware
@@ -84,7 +50,7 @@ async def limit_bad_links(request: web.Request, handler):
         return response
     response = await handler(request)
     if response.status == 404:
-        limiter.note_bad(client)
+        limiter.fail(client)
         if limiter.retry_after(client) is not None:
             event(log, "bad_links_limited", logging.WARNING, client=client,
                   limit=limiter.limit, window=limiter.window)
@@ -101,7 +67,20 @@ def well_signed(request: web.Request) -> bool:
     return True
 
 
+@web.middleware
+async def slow_failed_admin_logins(request: web.Request, handler):
+    """Hold the answer to a wrong admin credential for the client's throttle delay."""
+    try:
+        return await handler(request)
+    except AdminLoginFailed as failed:
+        if failed.delay:
+            await asyncio.sleep(failed.delay)
+        raise
+
+
 def install(app: web.Application) -> None:
-    """Add the limit to an app that is not yet started."""
-    app[LIMITER] = BadLinkLimiter()
+    """Add the limits to an app that is not yet started."""
+    app[LIMITER] = Anvil(limit=BAD_LINKS_PER_WINDOW, window=WINDOW_SECONDS, first_delay=0)
+    app[ADMIN_LOGINS] = Anvil()
     app.middlewares.append(limit_bad_links)
+    app.middlewares.append(slow_failed_admin_logins)

@@ -24,7 +24,7 @@ from ..logs import event
 from ..policy import ALL_CHANNELS, CHANNELS, get_ruleset, reasons
 from ..runtime import Runtime
 from . import charts
-from .common import bearer_ok, page, require_status_login, runtime
+from .common import page, require_status_login, runtime
 
 log = logging.getLogger("gateway.web.status")
 
@@ -45,13 +45,6 @@ SPOOL_SHOWN = {"running", "depth", "oldest_queued_at", "oldest_age_seconds", "la
 RECENT_LIMIT = 50
 PERSON_SCAN_LIMIT = 5000  # a person's latest decisions searched for a reason filter
 TRAIL_DECISIONS_LIMIT = 200
-
-
-def require_operator(request: web.Request) -> None:
-    """401 unless the admin token is given, as bearer token or basic-auth password."""
-    if bearer_ok(request, runtime(request).settings.http.admin_token):
-        return
-    require_status_login(request)
 
 
 def since(window: timedelta, now: datetime) -> str:
@@ -328,14 +321,14 @@ def page_context(data: dict, typed_address: str | None) -> dict:
 
 @routes.get("/status")
 async def status_page(request: web.Request) -> web.Response:
-    require_operator(request)
+    require_status_login(request)
     data = await snapshot(request)
     return page("status.html.j2", **page_context(data, request.query.get("address")))
 
 
 @routes.get("/status.json")
 async def status_json(request: web.Request) -> web.Response:
-    require_operator(request)
+    require_status_login(request)
     data = await snapshot(request)
     # Providers may report datetimes or paths; show them as text rather than fail.
     return web.json_response(data, dumps=functools.partial(json.dumps, default=str))
@@ -343,7 +336,7 @@ async def status_json(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    require_operator(request)
+    require_status_login(request)
     body = await asyncio.to_thread(runtime(request).metrics.exposition)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
