@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-
 TEST_DATABASE = "gateway_tests"
 
 
