@@ -44,7 +44,9 @@ from .queries import (
     now_iso,
 )
 
-CHECKOUT_SECONDS = 2.0
+# Reads run on the event loop: a connection must come at once or not at all (the pool
+# has several; waiting longer only means the server is gone and the pool is reconnecting).
+CHECKOUT_SECONDS = 0.25
 FAIL_FAST_SECONDS = 1.0
 # Lock ids (pg_advisory_xact_lock): the ledger's write lock, and schema creation.
 WRITE_LOCK = 0x6C656467  # "ledg"
@@ -78,10 +80,13 @@ class PostgresLedger(LedgerQueries):
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
             kwargs={"autocommit": True, "connect_timeout": 3,
-                    "application_name": "consent-gateway"},
+                    "application_name": "consent-gateway",
+                    # A server that vanishes from the network: give up on a query after
+                    # 5 s unacknowledged, not the kernel's 15 minutes.
+                    "tcp_user_timeout": 5000, "keepalives_idle": 10},
             name="ledger")
         try:
-            self.pool.open(wait=True, timeout=10)
+            self.pool.open(wait=True, timeout=15)
         except psycopg_pool.PoolTimeout as exc:
             self.pool.close()
             raise StoreUnavailable(f"cannot connect to the ledger at {self.where}") from exc

@@ -112,6 +112,6 @@ async def healthz(request: web.Request) -> web.Response:
     checks = {"ledger": await asyncio.to_thread(rt.ledger.healthy)}
     for name, probe in rt.health_probes.items():
         checks[name] = await probe()
-    ok = all(checks.values())
-    return web.json_response({"status": "ok" if ok else "unhealthy", "checks": checks},
-                             status=200 if ok else 503)
+    failing = [name for name, good in checks.items() if not good]
+    return web.json_response({"status": "unhealthy" if failing else "ok", "checks": checks,
+                              "failing": failing}, status=503 if failing else 200)
