@@ -9,10 +9,16 @@ Request: ``{"to", "body", "from"?, "purpose"?, "nature"?, "category"?, "status_c
 |                                 |        | message_id (the provider's), gateway_message_id  |
 | blocked (or provider opt-out)   | 403    | error "blocked", reason, explanation             |
 | bad JSON / field / number       | 400    | error (bad_json, invalid_request, invalid_number,|
-|                                 |        | from_not_allowed, …), field, detail              |
+|                                 |        | …), field, detail                                |
+| not allowed on this stream      | 422    | error from_not_allowed (a sender not in sms_from)|
+|                                 |        | or override_not_allowed (purpose, nature or      |
+|                                 |        | category without allow_headers), field, detail   |
 | no or wrong api_key             | 401    | error "unauthorized"                             |
 | provider did not take it        | 502    | error "provider_error", provider, code, message  |
-| ledger unavailable              | 503    | error "store_unavailable"                        |
+| ledger unavailable              | 503    | error "store_unavailable", detail (try again)    |
+| any other failure of ours       | 503    | error "internal_error", detail (try again)       |
+
+Error bodies say what to do; they never carry an exception's text (the log has it).
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from aiohttp import web
 
 from ..errors import StoreUnavailable
 from ..web.common import json_body, json_error
-from .channel import channel
-from .outbound import SentText, TextBlocked, TextRejected, TextRequest, provider_problem
+from .channel import channel, log_failure
+from .outbound import (
+    INTERNAL_ERROR,
+    STORE_UNAVAILABLE,
+    SentText,
+    TextBlocked,
+    TextRejected,
+    TextRequest,
+    provider_problem,
+)
 from .providers import ProviderError
 
 routes = web.RouteTableDef()
@@ -82,16 +96,21 @@ async def send_sms(request: web.Request) -> web.Response:
     stream = sms.relay.stream_for_key(bearer(request))
     if stream is None:
         return unauthorized()
+    body = await json_body(request)  # 400 for anything but a JSON object
     try:
-        sent = await sms.relay.send(stream, text_request(await json_body(request)))
+        sent = await sms.relay.send(stream, text_request(body))
     except TextRejected as exc:
-        return json_error(400, exc.error, field=exc.field, detail=exc.detail)
+        return json_error(exc.status, exc.error, field=exc.field, detail=exc.detail)
     except TextBlocked as exc:
         return blocked_answer(exc)
     except ProviderError as exc:
         return json_error(502, "provider_error", provider=exc.provider, code=exc.code,
                           message=provider_problem(exc))
     except StoreUnavailable as exc:
-        return json_error(503, "store_unavailable", detail=str(exc))
+        log_failure("sms_not_sent", exc, stream=stream.id)
+        return json_error(503, "store_unavailable", detail=STORE_UNAVAILABLE)
+    except Exception as exc:  # noqa: BLE001 - logged; the app retries on 503, not a 500
+        log_failure("sms_not_sent", exc, stream=stream.id)
+        return json_error(503, "internal_error", detail=INTERNAL_ERROR)
     return web.json_response(sent_answer(sent), status=202,
                              dumps=lambda v: json.dumps(v, ensure_ascii=False))

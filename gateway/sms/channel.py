@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -56,6 +57,15 @@ class SmsChannel:
 
 
 SMS = web.AppKey("sms_channel", SmsChannel)
+
+
+def log_failure(name: str, exc: Exception, **fields: object) -> None:
+    """One log line for a failure of ours (the ledger, or a bug) that the caller was
+    answered 503 for, without detail: the operator gets the error and where it was
+    raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    event(log, name, logging.ERROR, **fields, error=repr(exc)[:300], where=where)
 
 
 def channel(request: web.Request) -> SmsChannel:

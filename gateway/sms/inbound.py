@@ -5,7 +5,7 @@
 | STOP (or any opt-out keyword)        | opt-out of sms for the org owning `To`;  | one confirmation|
 |                                      | all orgs ("*") when `To` is unknown      |                 |
 | STOPALL                              | opt-out of sms for all orgs ("*")        | one confirmation|
-| START, UNSTOP                        | opt-in + consent evidence for the org    | one confirmation|
+| START, UNSTOP                        | opt-in for the org (lifts its STOP)      | one confirmation|
 | HELP, INFO                           | nothing                                  | help text       |
 | a keyword whose message id was seen  | nothing (a retried or replayed webhook)  | none            |
 | anything else                        | nothing; forwarded to inbound_forward_url| none            |
@@ -14,6 +14,10 @@ Decisions:
 
 - The opt-out is stored before anything else happens (reply, forward), so a failure
   after it never loses it.
+- START lifts an earlier STOP for the org and channel; it is not consent by itself
+  (contract, "No back doors"): nothing says what the person agreed to receive. Evidence
+  from before the STOP stays spent (docs/decisions.md); marketing needs evidence
+  recorded after the STOP (a new consent, or a new purchase once START has lifted it).
 - START to a number no org owns records nothing: there is no org to opt in to, and an
   opt-in for all orgs would lift opt-outs the person gave to each org separately.
 - When Twilio's ``OptOutType`` is present, Twilio's opt-out handling has already sent its
@@ -28,11 +32,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from ..config import Org, Settings
 from ..errors import InvalidAddress
-from ..ledger import mask, normalise_phone, parse_evidence
+from ..ledger import mask, normalise_phone
 from ..logs import event
 from ..policy import ALL_ORGS
 from ..runtime import Runtime
@@ -160,19 +163,12 @@ class InboundHandler:
         return render("sms_stop_confirmation.txt.j2", org_name=name)
 
     async def opt_in(self, text: InboundText, sender: str, org: Org | None) -> str | None:
-        """START: an opt-in that lifts the opt-out, and consent evidence for the org."""
+        """START: an opt-in that lifts the org's STOP; no consent (see module docstring)."""
         if org is None:
             event(log, "sms_opt_in_ignored", level=logging.WARNING, provider=text.provider,
                   problem="no org sends from the number written to")
             return None
         source = self.source(Keyword.START, text)
-        regions = {o.id: o.default_region for o in self.rt.settings.orgs.values()}
-        evidence = parse_evidence({
-            "org": org.id, "channel": "sms", "address": sender, "basis": "consent",
-            "collected_by": "self", "source": source,
-            "obtained_at": datetime.now(UTC).isoformat(timespec="microseconds"),
-        }, regions)
-
         ledger = self.rt.ledger
 
         def record() -> None:
@@ -183,7 +179,6 @@ class InboundHandler:
                 ledger.record_opt_out(org.id, "sms", sender, kind="optin", source=source,
                                       method=METHOD, message_id=text.message_id or None,
                                       client=sender)
-                ledger.record_evidence(evidence, METHOD)
 
         await asyncio.to_thread(record)
         event(log, "sms_opt_in", org=org.id, provider=text.provider, sender=mask(sender))

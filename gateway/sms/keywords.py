@@ -1,4 +1,4 @@
-"""Keywords in inbound texts, and whether an outbound text already says how to opt out.
+"""Keywords in inbound texts, and whether an outbound text already says to reply with one.
 
 Keywords (case ignored):
 
@@ -26,8 +26,9 @@ Decisions:
   already acted on it. Within STOP, a body of STOPALL still gives `Keyword.STOPALL`. An
   empty or unknown ``OptOutType`` is ignored.
 
-`carries_opt_out_instruction` tells whether a text already tells the reader how to opt
-out, so that ``stop_text`` is not appended twice. It looks for (case ignored):
+`carries_opt_out_instruction` tells whether a text already tells the reader to text an
+opt-out keyword back, so that ``stop_text`` is not appended twice. It looks for (case
+ignored):
 
 - an instruction to send an opt-out keyword: "Reply STOP", "text STOP to 60777",
   "txt 'STOP'", "send UNSUBSCRIBE", "respond with STOP". The keyword must end the
@@ -35,12 +36,13 @@ out, so that ``stop_text`` is not appended twice. It looks for (case ignored):
   like "we'll text END of season deals" does not count;
 - a keyword followed by what it does or where to send it: "STOP to opt out",
   "STOP to end", "STOP2END", "STOP=stop", "STOP to 60777" (END alone does not start this
-  form: "end to end" is prose);
-- an opt-out link: "unsubscribe: https://…", "opt out at www.…",
-  "to unsubscribe visit https://…", "https://… to opt out".
+  form: "end to end" is prose).
 
 Only keywords this gateway honours count: "Reply NO to opt out" does not, since a reply of
-NO would not opt anyone out here.
+NO would not opt anyone out here. Such an instruction works only where the reader can
+reply (a number, not a sender id: see opt_out.py). A link is never read as an opt-out
+here: "unsubscribe: https://…" may lead anywhere, or nowhere; the only link that counts is
+the gateway's own ``/s/`` link, which opt_out.py checks against the ledger.
 """
 
 from __future__ import annotations
@@ -114,7 +116,6 @@ def _is_edge_noise(ch: str) -> bool:
 _OPT_OUT_WORD = r"(?:stop\s*all|stop|unsubscribe|cancel|end|quit|opt[\s\-]?out|revoke)"
 _TRIGGER_WORD = r"(?:stop\s*all|stop|unsubscribe|cancel|quit|opt[\s\-]?out|revoke)"  # no "end"
 _QUOTE = r"[\"'“”‘’]?"
-_URL = r"(?:https?://|www\.)\S+"
 # What may follow "Reply STOP" for it to read as an instruction rather than prose
 # ("text END of season sale" is not one).
 _INSTRUCTION_END = (
@@ -132,27 +133,12 @@ _KEYWORD_TO_EFFECT = (
     rf"\b{_TRIGGER_WORD}{_QUOTE}\s*(?:to|2|=)\s*"
     r"(?:(?:opt[\s\-]?out|unsubscribe|unsub|end|stop|quit|cancel)\b|\+?\d{4,})"
 )
-# unsubscribe: https://… / opt out at https://… / to unsubscribe visit https://…
-_WORD_THEN_LINK = rf"\b(?:unsubscribe|unsub|opt[\s\-]?out)\b[^\n]{{0,30}}?{_URL}"
-# https://… to opt out
-_LINK_THEN_WORD = rf"{_URL}\s+to\s+(?:unsubscribe|opt[\s\-]?out)\b"
-
-_OPT_OUT_INSTRUCTION = re.compile(
-    f"{_SEND_KEYWORD}|{_KEYWORD_TO_EFFECT}|{_WORD_THEN_LINK}|{_LINK_THEN_WORD}",
-    re.IGNORECASE | re.MULTILINE,
-)
+_OPT_OUT_INSTRUCTION = re.compile(f"{_SEND_KEYWORD}|{_KEYWORD_TO_EFFECT}",
+                                  re.IGNORECASE | re.MULTILINE)
 
 
 @functools.lru_cache(maxsize=1024)  # a campaign sends one body to many numbers
 def carries_opt_out_instruction(body: str) -> bool:
-    """True when `body` already tells the reader how to opt out (see module docstring)."""
+    """True when `body` already tells the reader to text an opt-out keyword back (see the
+    module docstring); links do not count."""
     return _OPT_OUT_INSTRUCTION.search(body) is not None
-
-
-_OPT_OUT_LINK = re.compile(f"{_WORD_THEN_LINK}|{_LINK_THEN_WORD}", re.IGNORECASE | re.MULTILINE)
-
-
-def carries_opt_out_link(body: str) -> bool:
-    """True when `body` already holds an opt-out link: the only instruction that works in
-    a text from an alphanumeric sender, which cannot be replied to."""
-    return _OPT_OUT_LINK.search(body) is not None

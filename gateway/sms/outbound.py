@@ -3,13 +3,15 @@
 `Relay.send` runs one small step after another:
 
 1. `prepare`: the recipient normalised to E.164 (the stream's org region), the sender
-   chosen and checked, the body checked. A bad request raises `TextRejected`, before any
+   chosen and checked (one of the stream's ``sms_from``, see `Relay.sender`), the body
+   checked, and per-text classification only where the stream has ``allow_headers``
+   (see `Relay.classification`). A bad request raises `TextRejected`, before any
    decision is recorded.
-2. decide: `ConsentService.decide` classifies by stream (and per-text overrides) and
-   records the decision. Blocked (enforce mode) raises `TextBlocked`.
+2. decide: `ConsentService.adecide` decides on that classification and records the
+   decision. Blocked (enforce mode) raises `TextBlocked`.
 3. `opt_out.opt_out_line`: an allowed marketing text gets ``stop_text`` appended (unless
-   it already says how to opt out); from an alphanumeric sender, which cannot be replied
-   to, it gets an opt-out link (``/s/TOKEN``) instead.
+   it already carries a working opt-out); from an alphanumeric sender, which cannot be
+   replied to, it gets an opt-out link (``/s/TOKEN``) instead.
 4. send through the provider. Only its acceptance makes a `SentText`; a provider that
    holds an opt-out for the number (`RecipientOptedOut`) makes us record that opt-out,
    and the text counts as blocked (`opted_out`).
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 from ..caching import cached_if_short
 from ..config import Stream
-from ..consent import classify
+from ..consent import Classification, classify
 from ..errors import GatewayError, InvalidAddress
 from ..ledger import mask, normalise_phone
 from ..logs import event
@@ -42,8 +44,11 @@ from .segments import Segments, measure
 log = logging.getLogger("gateway.sms.outbound")
 
 MAX_BODY_CHARS = 1600  # Twilio's limit for one message (error 21617)
-# An alphanumeric sender id: up to 11 characters, at least one letter (GSM 03.40).
-_ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 &+\-_.]{1,11}")
+# What the app is told when the gateway itself failed: what to do, no internal detail.
+STORE_UNAVAILABLE = ("the gateway cannot use its store just now (the operator's log says "
+                     "why); nothing was sent; try again in a minute")
+INTERNAL_ERROR = ("the gateway hit an internal error (the operator's log says where); "
+                  "nothing was sent; try again later")
 
 # (stream, app's callback URL) -> our callback URL handed to the provider
 CallbackUrl = Callable[[Stream, str], str]
@@ -66,10 +71,14 @@ class TextRejected(GatewayError):
     """The request itself is wrong (bad number, sender, body): nothing was decided or sent.
 
     `error` is our error code, `field` the request field at fault, `twilio_code` the code
-    Twilio's own API answers for the same mistake."""
+    Twilio's own API answers for the same mistake, `status` the HTTP status: 400 for a
+    malformed request, 422 for one this stream may not make (a sender not in its
+    sms_from, a classification it may not override)."""
 
-    def __init__(self, error: str, field: str, detail: str, twilio_code: int):
+    def __init__(self, error: str, field: str, detail: str, twilio_code: int,
+                 status: int = 400):
         self.error, self.field, self.detail, self.twilio_code = error, field, detail, twilio_code
+        self.status = status
         super().__init__(f"{field}: {detail}")
 
 
@@ -88,6 +97,7 @@ class Prepared:
     to: str
     from_: str
     body: str
+    classification: Classification
 
 
 @dataclass(frozen=True)
@@ -129,17 +139,36 @@ def _normalised_recipient(number: str, region: str) -> str:
 
 @cached_if_short(32, maxsize=1024)
 def _sender_key(sender: str, region: str) -> str:
-    """A sender as compared with sms_from: E.164 when it is a number, else as written."""
+    """A sender as compared with sms_from: a number in E.164; a sender id ("ACME") or a
+    short code as written, trimmed, case kept (what the phone shows)."""
+    sender = sender.strip()
+    if is_alphanumeric_sender(sender):
+        return sender
     try:
         return normalise_phone(sender, region)
     except InvalidAddress:
-        return sender.strip()  # a short code or sender id, compared as written
+        return sender  # a short code
+
+
+@dataclass(frozen=True)
+class Senders:
+    """A stream's sms_from as a text's sender is checked against it."""
+
+    default: str | None  # the first entry, used when a text names no sender
+    allowed: frozenset[str]
 
 
 @functools.lru_cache(maxsize=256)
-def _allowed_senders(sms_from: tuple[str, ...], region: str) -> frozenset[str]:
-    """A stream's sms_from in the form senders are compared in."""
-    return frozenset(_sender_key(s, region) for s in sms_from)
+def stream_senders(sms_from: tuple[str, ...], region: str) -> Senders:
+    """A stream's sms_from in the form senders are compared in, made once per stream."""
+    keys = [_sender_key(s, region) for s in sms_from]
+    return Senders(keys[0] if keys else None, frozenset(keys))
+
+
+def _as_classified(field: str, value: str) -> str:
+    """A text's purpose, nature or category as `classify` reads it."""
+    value = value.strip()
+    return value if field == "category" else value.lower()
 
 
 class Relay:
@@ -207,27 +236,42 @@ class Relay:
             to = _normalised_recipient(req.to, region)
         except InvalidAddress as exc:
             raise TextRejected("invalid_number", "to", exc.reason, 21211) from None
-        return Prepared(to, self.sender(stream, req.from_, region), req.body)
+        return Prepared(to, self.sender(stream, req.from_, region), req.body,
+                        self.classification(stream, req))
+
+    @staticmethod
+    def classification(stream: Stream, req: TextRequest) -> Classification:
+        """The stream's classification, with the text's purpose, nature and category
+        where the stream has allow_headers. Without it, a text may only repeat the
+        stream's own values: any other is refused, never silently ignored (an app that
+        thinks it sends a service text should learn that it does not)."""
+        if not stream.allow_headers and (req.purpose or req.nature or req.category):
+            for field, given, own in (("purpose", req.purpose, stream.purpose),
+                                      ("nature", req.nature, stream.nature),
+                                      ("category", req.category, stream.category)):
+                if given and _as_classified(field, given) != own:
+                    raise TextRejected(
+                        "override_not_allowed", field,
+                        f"stream {stream.id!r} sends {field} {own!r} and may not set "
+                        "another (allow_headers = false); leave it out, or send through "
+                        "a stream classified as you need", 21601, status=422)
+        return classify(stream, req.purpose, req.nature, req.category)
 
     def sender(self, stream: Stream, given: str | None, region: str) -> str:
-        """The From: the stream's first sms_from by default; a number must be one of the
-        stream's sms_from; an alphanumeric sender id is allowed as such."""
-        if not (given or "").strip():
-            if not stream.sms_from:
+        """The From: one of the stream's sms_from (numbers compared in E.164, sender ids
+        as written, case kept); the first one when the text names none."""
+        senders = stream_senders(stream.sms_from, region)
+        if not given or not given.strip():
+            if senders.default is None:
                 raise TextRejected("invalid_from", "from", f"stream {stream.id!r} has no "
-                                   "sms_from; give a sender or configure one", 21603)
-            return _sender_key(stream.sms_from[0], region)
-        given = given.strip()
-        if given in stream.sms_from or not is_alphanumeric_sender(given):
-            number = _sender_key(given, region)
-            if number not in _allowed_senders(stream.sms_from, region):
-                raise TextRejected("from_not_allowed", "from", "not one of the stream's "
-                                   "sms_from numbers", 21606)
-            return number
-        if _ALPHANUMERIC_SENDER.fullmatch(given) is None:
-            raise TextRejected("invalid_from", "from", "a sender id is 1-11 letters, digits "
-                               "or spaces with at least one letter", 21212)
-        return given
+                                   "sms_from; configure one", 21603)
+            return senders.default
+        key = _sender_key(given, region)
+        if key not in senders.allowed:
+            raise TextRejected("from_not_allowed", "from", f"not one of stream {stream.id!r}'s "
+                               "sms_from; send from a listed number or sender id, or leave "
+                               "it out for the first", 21212, status=422)
+        return key
 
     # -- sending ------------------------------------------------------------------------
 
@@ -236,8 +280,8 @@ class Relay:
         ProviderError when the text did not go."""
         text = self.prepare(stream, req)
         message_id = new_message_id()
-        c = classify(stream, req.purpose, req.nature, req.category)
-        verdict = await self.rt.consent.adecide(c, "sms", text.to, message_id)
+        verdict = await self.rt.consent.adecide(text.classification, "sms", text.to,
+                                                message_id)
         decision = verdict.decision
         self._child(self.rt.metrics.decisions, "sms", verdict.outcome, decision.reason).inc()
         if not verdict.deliver:

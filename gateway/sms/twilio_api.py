@@ -14,9 +14,15 @@ when the provider is Twilio, its status, dates and price. Errors in Twilio's sha
 |---------------------------------|-----------------|-----------------------------|
 | wrong account or credentials    | 401             | 20003                       |
 | blocked (or provider opt-out)   | 400             | 21610                       |
-| bad To / From / Body / callback | 400             | 21211, 21606, 21602, 21609… |
+| bad To / Body / callback        | 400             | 21211, 21602, 21609…        |
+| From not in the stream's        | 422             | 21212                       |
+| sms_from                        |                 |                             |
 | provider did not take it        | provider's 4xx, | provider's code, else 20503 |
 |                                 | else 502        |                             |
+| store unavailable, or any other | 503             | 20503                       |
+| failure of ours                 |                 |                             |
+
+Error messages say what to do; they never carry an exception's text (the log has it).
 """
 
 from __future__ import annotations
@@ -35,8 +41,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import Stream
 from ..errors import StoreUnavailable
 from ..web.common import basic_credentials
-from .channel import channel
-from .outbound import SentText, TextBlocked, TextRejected, TextRequest, provider_problem
+from .channel import channel, log_failure
+from .outbound import (
+    INTERNAL_ERROR,
+    STORE_UNAVAILABLE,
+    SentText,
+    TextBlocked,
+    TextRejected,
+    TextRequest,
+    provider_problem,
+)
 from .providers import ProviderError
 
 routes = web.RouteTableDef()
@@ -115,7 +129,7 @@ async def create_message(request: web.Request) -> web.Response:
         return response
     try:
         form = await request.post()
-    except (ValueError, HttpProcessingError):  # e.g. multipart without a boundary
+    except (ValueError, LookupError, HttpProcessingError):  # bad bytes, charset, multipart
         return twilio_error(400, 21601, "The request body is not a readable form")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     if "MediaUrl" in fields:
@@ -127,12 +141,16 @@ async def create_message(request: web.Request) -> web.Response:
         sent = await sms.relay.send(stream, req)
     except TextRejected as exc:
         name = TWILIO_NAMES.get(exc.field, exc.field)
-        return twilio_error(400, exc.twilio_code, f"The '{name}' parameter is invalid: "
-                                                  f"{exc.detail}")
+        return twilio_error(exc.status, exc.twilio_code, f"The '{name}' parameter is "
+                                                         f"invalid: {exc.detail}")
     except TextBlocked as exc:
         return blocked(exc)
     except ProviderError as exc:
         return provider_failed(exc)
     except StoreUnavailable as exc:
-        return twilio_error(503, UNAVAILABLE, str(exc))
+        log_failure("sms_not_sent", exc, stream=stream.id)
+        return twilio_error(503, UNAVAILABLE, STORE_UNAVAILABLE)
+    except Exception as exc:  # noqa: BLE001 - logged; the app retries on 503, not a 500
+        log_failure("sms_not_sent", exc, stream=stream.id)
+        return twilio_error(503, UNAVAILABLE, INTERNAL_ERROR)
     return web.json_response(message_resource(stream, sent), status=201, dumps=dumps)

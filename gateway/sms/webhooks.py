@@ -9,9 +9,14 @@
   (see callbacks.py), checked like the inbound webhook of the configured provider
   (Vonage: when ``signature_secret`` is set), passed on to the app in the background.
 
-A missing or wrong signature answers 403 and records nothing. A signature that cannot be
-checked because the secret is not configured answers 500: it is our mistake, not the
-caller's, and must show up as one.
+Nobody is authenticated before the body is read (the signature covers it), so a body
+that cannot be read (malformed or too deeply nested JSON, a number too long to convert,
+bytes that are not in the declared charset, an unknown charset, broken multipart)
+answers 400 before anything else is done. A missing or wrong signature answers 403 and
+records nothing. A signature that cannot be checked because the secret is not configured
+answers 500: it is our mistake, not the caller's, and must show up as one. When the
+ledger cannot take a keyword, or anything else of ours fails, the answer is 503 (the
+provider may retry); no answer carries an exception's text.
 """
 
 from __future__ import annotations
@@ -23,10 +28,9 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import StoreUnavailable
 from ..logs import event
 from .callbacks import open_callback, twilio_status_form, vonage_status_form
-from .channel import SmsChannel, channel
+from .channel import SmsChannel, channel, log_failure
 from .forward import Form
 from .inbound import InboundOutcome, InboundText, owner_of
 from .signatures import SignatureError, verify_twilio, verify_vonage
@@ -54,17 +58,21 @@ async def form_pairs(request: web.Request, with_query: bool) -> Form:
     if request.method != "POST" or not request.can_read_body:
         return pairs
     if request.content_type == "application/json":
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text="malformed JSON") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="expected a JSON object")
-        return pairs + [(k, _text(v)) for k, v in body.items() if v is not None]
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise web.HTTPBadRequest(text="expected a JSON object")
+            return pairs + [(k, _text(v)) for k, v in body.items() if v is not None]
+        except (ValueError, RecursionError):
+            # Malformed, not UTF-8, nested too deeply, or a number too long to convert
+            # (JSONDecodeError and UnicodeDecodeError are ValueErrors).
+            raise web.HTTPBadRequest(text="malformed JSON: send a flat JSON object") from None
     try:
         form = await request.post()
-    except (ValueError, HttpProcessingError):  # e.g. multipart without a boundary
-        raise web.HTTPBadRequest(text="malformed form body") from None
+    except (ValueError, LookupError, HttpProcessingError):  # bad bytes, charset, multipart
+        raise web.HTTPBadRequest(text="malformed form body: send "
+                                      "application/x-www-form-urlencoded UTF-8") from None
     return pairs + [(k, v) for k, v in form.items() if isinstance(v, str)]
 
 
@@ -102,9 +110,8 @@ async def handle(sms: SmsChannel, text: InboundText) -> InboundOutcome | None:
     provider then retries the webhook, so the opt-out is not lost)."""
     try:
         return await sms.inbound.handle(text)
-    except StoreUnavailable as exc:
-        event(log, "sms_inbound_not_recorded", level=logging.ERROR, provider=text.provider,
-              problem=str(exc))
+    except Exception as exc:  # noqa: BLE001 - logged; ledger down or ours: 503, not 500
+        log_failure("sms_inbound_not_recorded", exc, provider=text.provider)
         return None
 
 

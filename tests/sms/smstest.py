@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from gwtest import free_port
+from twilio.request_validator import RequestValidator
 
 from gateway import config, server
 from gateway.ledger import parse_evidence
@@ -31,6 +32,7 @@ VONAGE_SIGNING_SECRET = "vonage-signing-secret"
 ACME_NUMBER = "+447400123000"
 BLOOM_NUMBER = "+447400123001"
 PERSON = "+447400123456"
+INBOUND_TWILIO = "/sms/inbound/twilio"
 
 
 TOML = """
@@ -87,7 +89,17 @@ org = "acme"
 purpose = "marketing"
 category = "garden-tools"
 api_key = "sk_news"
+sms_from = ["{acme_number}", "ACME"]
+
+[[stream]]
+id = "acme-strict"
+org = "acme"
+purpose = "marketing"
+nature = "commercial"
+category = "garden-tools"
+api_key = "sk_strict"
 sms_from = ["{acme_number}"]
+allow_headers = false
 
 [[stream]]
 id = "acme-service"
@@ -103,6 +115,13 @@ purpose = "marketing"
 api_key = "sk_bloom"
 sms_from = ["{bloom_number}"]
 """
+
+
+def twilio_form(body: str, to: str = ACME_NUMBER, sid: str = "SMin0001",
+                **extra: str) -> dict[str, str]:
+    """The form of a Twilio inbound webhook: `body` texted from PERSON to `to`."""
+    return {"MessageSid": sid, "AccountSid": "AC0123", "From": PERSON, "To": to,
+            "Body": body, "NumMedia": "0", **extra}
 
 
 def vonage_sign(params: dict[str, str], secret: str = VONAGE_SIGNING_SECRET) -> dict[str, str]:
@@ -217,8 +236,33 @@ class Gateway:
         }, {o.id: o.default_region for o in self.settings.orgs.values()})
         return self.rt.ledger.record_evidence(record, "test")
 
+    def seed_soft_opt_in(self, address: str = PERSON, category: str = "garden-tools",
+                         obtained_at: str = "2026-01-10T10:00:00Z") -> int:
+        """A purchase from acme, opt-out offered: a soft opt-in for similar products."""
+        record = parse_evidence({
+            "org": "acme", "channel": "sms", "address": address, "basis": "soft_opt_in",
+            "context": "sale", "opt_out_offered": True, "categories": [category],
+            "obtained_at": obtained_at, "source": "checkout, opt-out box shown",
+        }, {o.id: o.default_region for o in self.settings.orgs.values()})
+        return self.rt.ledger.record_evidence(record, "test")
+
     def opt_outs(self, address: str = PERSON) -> list[dict]:
         return [dict(r) for r in self.rt.ledger.opt_out_rows(address)]
+
+    async def post_twilio(self, form: dict[str, str], signed_url: str | None = None,
+                          signature: str | None = "sign") -> tuple[int, str]:
+        """POST a Twilio inbound webhook, signed over `signed_url` (default: public_url +
+        path) as Twilio signs, or with `signature` as given (None: no header)."""
+        url = signed_url or self.settings.http.public_url + INBOUND_TWILIO
+        headers = {}
+        if signature == "sign":
+            headers["X-Twilio-Signature"] = RequestValidator(TWILIO_TOKEN).compute_signature(
+                url, form)
+        elif signature is not None:
+            headers["X-Twilio-Signature"] = signature
+        async with self.http.post(self.url + INBOUND_TWILIO, data=form,
+                                  headers=headers) as resp:
+            return resp.status, await resp.text()
 
     async def send_json(self, payload: Any, key: str = "sk_news") -> tuple[int, dict]:
         async with self.http.post(f"{self.url}/api/v1/sms", json=payload,

@@ -9,38 +9,20 @@ import pytest
 from smstest import (
     ACME_NUMBER,
     BLOOM_NUMBER,
+    INBOUND_TWILIO,
     PERSON,
     TWILIO_TOKEN,
+    twilio_form,
     vonage_sign,
 )
 from twilio.request_validator import RequestValidator
 
-PATH = "/sms/inbound/twilio"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
 @pytest.fixture
 async def gw(start_gateway):
     return await start_gateway()
-
-
-def twilio_form(body: str, to: str = ACME_NUMBER, **extra: str) -> dict[str, str]:
-    return {"MessageSid": "SMin0001", "AccountSid": "AC0123", "From": PERSON, "To": to,
-            "Body": body, "NumMedia": "0", **extra}
-
-
-async def post_twilio(gw, form: dict[str, str], signed_url: str | None = None,
-                      signature: str | None = "sign") -> tuple[int, str]:
-    """POST a Twilio webhook; signed over `signed_url` (default: public_url + path)."""
-    url = signed_url or gw.settings.http.public_url + PATH
-    headers = {}
-    if signature == "sign":
-        headers["X-Twilio-Signature"] = RequestValidator(TWILIO_TOKEN).compute_signature(
-            url, form)
-    elif signature is not None:
-        headers["X-Twilio-Signature"] = signature
-    async with gw.http.post(gw.url + PATH, data=form, headers=headers) as resp:
-        return resp.status, await resp.text()
 
 
 def vonage_form(text: str, to: str = ACME_NUMBER) -> dict[str, str]:
@@ -53,7 +35,7 @@ def vonage_form(text: str, to: str = ACME_NUMBER) -> dict[str, str]:
 
 
 async def test_a_signed_stop_records_an_opt_out_and_answers_one_confirmation(gw):
-    status, body = await post_twilio(gw, twilio_form("STOP"))
+    status, body = await gw.post_twilio(twilio_form("STOP"))
     assert status == 200
     assert body.count("<Message>") == 1
     assert "Acme Garden Ltd: you are unsubscribed" in body
@@ -65,19 +47,19 @@ async def test_a_signed_stop_records_an_opt_out_and_answers_one_confirmation(gw)
 
 
 async def test_a_wrong_signature_is_403_and_records_nothing(gw):
-    status, _ = await post_twilio(gw, twilio_form("STOP"), signature="bm90IGl0")
+    status, _ = await gw.post_twilio(twilio_form("STOP"), signature="bm90IGl0")
     assert status == 403
     assert gw.opt_outs() == []
 
 
 async def test_a_missing_signature_is_403_and_records_nothing(gw):
-    status, _ = await post_twilio(gw, twilio_form("STOP"), signature=None)
+    status, _ = await gw.post_twilio(twilio_form("STOP"), signature=None)
     assert status == 403
     assert gw.opt_outs() == []
 
 
 async def test_a_signature_over_another_url_is_403(gw):
-    status, _ = await post_twilio(gw, twilio_form("STOP"),
+    status, _ = await gw.post_twilio(twilio_form("STOP"),
                                   signed_url="https://evil.example/sms/inbound/twilio")
     assert status == 403
 
@@ -85,8 +67,8 @@ async def test_a_signature_over_another_url_is_403(gw):
 async def test_a_signature_over_altered_fields_is_403(gw):
     form = twilio_form("hello")
     signature = RequestValidator(TWILIO_TOKEN).compute_signature(
-        gw.settings.http.public_url + PATH, form)
-    status, _ = await post_twilio(gw, {**form, "Body": "STOP"}, signature=signature)
+        gw.settings.http.public_url + INBOUND_TWILIO, form)
+    status, _ = await gw.post_twilio({**form, "Body": "STOP"}, signature=signature)
     assert status == 403
     assert gw.opt_outs() == []
 
@@ -100,7 +82,7 @@ async def test_a_signature_over_altered_fields_is_403(gw):
 async def test_signatures_are_checked_against_public_url_with_or_without_port(
         start_gateway, public_url, signed_base):
     gw = await start_gateway(public_url=public_url)
-    status, _ = await post_twilio(gw, twilio_form("STOP"), signed_url=signed_base + PATH)
+    status, _ = await gw.post_twilio(twilio_form("STOP"), signed_url=signed_base + INBOUND_TWILIO)
     assert status == 200
     assert len(gw.opt_outs()) == 1
 
@@ -111,7 +93,7 @@ async def test_signatures_are_checked_against_public_url_with_or_without_port(
 @pytest.mark.parametrize("body", ["STOP", "stop", "  Stop  ", "UNSUBSCRIBE", "cancel", "End",
                                   "quit", "OPTOUT", "revoke", "opt out", "Stop."])
 async def test_every_opt_out_keyword_records_an_opt_out_for_the_number_owner(gw, body):
-    status, reply = await post_twilio(gw, twilio_form(body))
+    status, reply = await gw.post_twilio(twilio_form(body))
     assert status == 200 and "<Message>" in reply
     [row] = gw.opt_outs()
     assert (row["org"], row["kind"]) == ("acme", "optout")
@@ -119,7 +101,7 @@ async def test_every_opt_out_keyword_records_an_opt_out_for_the_number_owner(gw,
 
 @pytest.mark.parametrize("body", ["STOPALL", "stopall", " Stop All "])
 async def test_stopall_records_an_opt_out_for_all_orgs(gw, body):
-    status, reply = await post_twilio(gw, twilio_form(body))
+    status, reply = await gw.post_twilio(twilio_form(body))
     assert status == 200
     assert "all marketing texts" in reply
     [row] = gw.opt_outs()
@@ -127,14 +109,14 @@ async def test_stopall_records_an_opt_out_for_all_orgs(gw, body):
 
 
 async def test_stop_to_an_unknown_number_opts_out_of_all_orgs(gw):
-    status, reply = await post_twilio(gw, twilio_form("STOP", to="+447400123999"))
+    status, reply = await gw.post_twilio(twilio_form("STOP", to="+447400123999"))
     assert status == 200 and "<Message>" in reply
     [row] = gw.opt_outs()
     assert row["org"] == "*"
 
 
 async def test_stop_to_another_orgs_number_opts_out_of_that_org_only(gw):
-    await post_twilio(gw, twilio_form("STOP", to=BLOOM_NUMBER))
+    await gw.post_twilio(twilio_form("STOP", to=BLOOM_NUMBER))
     [row] = gw.opt_outs()
     assert row["org"] == "bloom"
     gw.seed_consent()
@@ -143,63 +125,61 @@ async def test_stop_to_another_orgs_number_opts_out_of_that_org_only(gw):
 
 
 @pytest.mark.parametrize("body", ["START", "unstop", " Start "])
-async def test_start_records_an_opt_in_and_consent_evidence(gw, body):
-    status, reply = await post_twilio(gw, twilio_form(body))
+async def test_start_records_an_opt_in_and_no_consent_evidence(gw, body):
+    status, reply = await gw.post_twilio(twilio_form(body))
     assert status == 200
-    assert "subscribed to our texts again" in reply
+    assert "Acme Garden Ltd: your STOP is lifted" in reply
     [row] = gw.opt_outs()
     assert (row["org"], row["kind"], row["method"]) == ("acme", "optin", "sms-keyword")
-    [evidence] = gw.rt.ledger.evidence_for(PERSON, "sms", "acme")
-    assert (evidence.basis, evidence.collected_by) == ("consent", "self")
-    assert evidence.source == f"SMS keyword START to {ACME_NUMBER}"
+    assert row["source"] == f"SMS keyword START to {ACME_NUMBER}"
+    assert gw.rt.ledger.evidence_for(PERSON, "sms", "acme") == ()
 
 
 @pytest.mark.parametrize("body", ["HELP", "help", " info "])
 async def test_help_answers_the_help_text_and_records_nothing(gw, body):
-    status, reply = await post_twilio(gw, twilio_form(body))
+    status, reply = await gw.post_twilio(twilio_form(body))
     assert status == 200
     assert "Acme Garden Ltd texts. Reply STOP to opt out" in reply
     assert gw.opt_outs() == []
 
 
 async def test_replies_are_xml_escaped(gw):
-    _, reply = await post_twilio(gw, twilio_form("HELP", to=BLOOM_NUMBER))
+    _, reply = await gw.post_twilio(twilio_form("HELP", to=BLOOM_NUMBER))
     assert "<Message>Bloom &amp; Sons texts." in reply
 
 
 @pytest.mark.parametrize(("opt_out_type", "kind"), [("STOP", "optout"), ("START", "optin")])
 async def test_twilio_opt_out_type_is_recorded_without_a_second_confirmation(
         gw, opt_out_type, kind):
-    status, reply = await post_twilio(gw, twilio_form("please stop now",
+    status, reply = await gw.post_twilio(twilio_form("please stop now",
                                                       OptOutType=opt_out_type))
     assert (status, reply) == (200, EMPTY_TWIML)
     [row] = gw.opt_outs()
     assert row["kind"] == kind
 
 
-async def test_stop_then_start_then_a_marketing_text_is_allowed_again(gw):
+async def test_start_lifts_the_stop_but_consent_from_before_the_stop_stays_spent(gw):
     gw.seed_consent()
     assert (await gw.send_json({"to": PERSON, "body": "Sale"}))[0] == 202
-    await post_twilio(gw, twilio_form("STOP"))
+    await gw.post_twilio(twilio_form("STOP", sid="SMstop1"))
     status, answer = await gw.send_json({"to": PERSON, "body": "Sale"})
     assert (status, answer["reason"]) == (403, "opted_out")
-    await post_twilio(gw, twilio_form("START"))
+    await gw.post_twilio(twilio_form("START", sid="SMstart1"))
     status, answer = await gw.send_json({"to": PERSON, "body": "Sale"})
-    assert status == 202 and answer["decision"]["allowed"]
+    assert (status, answer["reason"]) == (403, "no_consent")
 
 
 async def test_stopall_then_start_to_one_org_lifts_it_for_that_org_only(gw):
-    gw.seed_consent()
-    gw.seed_consent(org="bloom")
-    await post_twilio(gw, twilio_form("STOPALL"))
-    await post_twilio(gw, twilio_form("START"))
-    assert (await gw.send_json({"to": PERSON, "body": "Sale"}))[0] == 202
+    await gw.post_twilio(twilio_form("STOPALL", sid="SMstop1"))
+    await gw.post_twilio(twilio_form("START", sid="SMstart1"))
+    status, answer = await gw.send_json({"to": PERSON, "body": "Sale"})
+    assert (status, answer["reason"]) == (403, "no_consent")
     status, answer = await gw.send_json({"to": PERSON, "body": "Sale"}, key="sk_bloom")
     assert (status, answer["reason"]) == (403, "opted_out")
 
 
 async def test_start_to_an_unknown_number_records_nothing(gw):
-    status, reply = await post_twilio(gw, twilio_form("START", to="+447400123999"))
+    status, reply = await gw.post_twilio(twilio_form("START", to="+447400123999"))
     assert (status, reply) == (200, EMPTY_TWIML)
     assert gw.opt_outs() == []
 
@@ -212,7 +192,7 @@ async def test_other_replies_are_forwarded_re_signed_and_answered_with_empty_twi
     forward_url = f"{app_server.base}/replies?org=acme"
     gw = await start_gateway(forward_url=forward_url)
     form = twilio_form("Is the sale on Sunday too?")
-    status, reply = await post_twilio(gw, form)
+    status, reply = await gw.post_twilio(form)
     assert (status, reply) == (200, EMPTY_TWIML)
     [forwarded] = await app_server.wait_for(1)
     assert forwarded["form"] == form
@@ -226,7 +206,7 @@ async def test_a_failing_forward_is_retried_three_times_then_noted(start_gateway
                                                                    app_server):
     app_server.replies = [(500, {})]
     gw = await start_gateway(forward_url=f"{app_server.base}/replies")
-    status, _ = await post_twilio(gw, twilio_form("Sunday?"))
+    status, _ = await gw.post_twilio(twilio_form("Sunday?"))
     assert status == 200
     await app_server.wait_for(3)
     for _ in range(100):
@@ -239,8 +219,8 @@ async def test_a_failing_forward_is_retried_three_times_then_noted(start_gateway
 
 async def test_keywords_are_not_forwarded(start_gateway, app_server):
     gw = await start_gateway(forward_url=f"{app_server.base}/replies")
-    await post_twilio(gw, twilio_form("STOP"))
-    await post_twilio(gw, twilio_form("HELP"))
+    await gw.post_twilio(twilio_form("STOP"))
+    await gw.post_twilio(twilio_form("HELP"))
     assert app_server.requests == []
 
 

@@ -113,14 +113,10 @@ def test_opt_out_type_is_read_case_insensitively():
         "Sale on (reply stop)",
         "Sale on. Respond with the word UNSUBSCRIBE to unsubscribe",
         "Sale on. Opt-out: reply STOP",
-        "Sale on. unsubscribe: https://acme.example/u/abc",
-        "Sale on. Opt out at www.acme.example/u",
-        "Sale on. To unsubscribe visit https://acme.example/u",
-        "Sale on. https://acme.example/u to opt out",
         "Sale on\nReply STOP\nAcme",
     ],
 )
-def test_texts_that_say_how_to_opt_out_are_recognised(body):
+def test_texts_that_say_to_reply_an_opt_out_keyword_are_recognised(body):
     assert carries_opt_out_instruction(body)
 
 
@@ -137,7 +133,12 @@ def test_texts_that_say_how_to_opt_out_are_recognised(body):
         "Reply NO to opt out",
         "Reply to this text to end the chat",
         "Visit https://acme.example/sale",
+        # A link may lead anywhere, or nowhere: only the gateway's own counts (opt_out.py).
+        "Sale on. unsubscribe: https://acme.example/u/abc",
+        "Sale on. Opt out at www.acme.example/u",
+        "Sale on. To unsubscribe visit https://acme.example/u",
+        "Sale on. https://acme.example/u to opt out",
     ],
 )
-def test_texts_without_an_opt_out_instruction_are_not_mistaken_for_one(body):
+def test_texts_without_a_keyword_instruction_are_not_mistaken_for_one(body):
     assert not carries_opt_out_instruction(body)
