@@ -171,12 +171,16 @@ def cmd_optout(args) -> int:
     channel = args.channel
     kind = channel if channel in ("email", "sms") else guess_channel(args.address)
     address = _normalise(settings, kind, args.address, args.org)
+    from .consent import ConsentService
+    from .optouts import OptOutRequest, OptOuts
+
     ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     try:
-        opt_id = ledger.record_opt_out(args.org, channel, address, source=args.source,
-                                       method="cli")
+        done = OptOuts(ledger, ConsentService(settings, ledger), None, None).record(
+            OptOutRequest(args.org, channel, address, source=args.source, method="cli"))
     finally:
         ledger.close()
+    opt_id = done.id
     print(f"opt-out #{opt_id} recorded: {address} org {args.org} channel {channel}")
     return EXIT_OK
 

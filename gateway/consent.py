@@ -121,20 +121,3 @@ class ConsentService:
         c = Classification(org=record.org, stream=record.stream, purpose="marketing",
                            nature="commercial", category=None)
         return self.evaluate(c, record.channel, record.address).reason == reasons.OPTED_OUT
-
-    def opt_out_by_token(self, record: TokenRecord, *, method: str, client: str | None,
-                         channel: str | None = None, source: str | None = None
-                         ) -> tuple[bool, dict | None]:
-        """Record the opt-out a token asks for, once: (True, None) when recorded now,
-        (False, the earlier opt-out) when this token's opt-out is still in force. Every
-        way in (page, one-click, mailto, reply) goes through here, serialised (across
-        worker processes too) so that racing requests for one token leave one row."""
-        with self.ledger.exclusive():
-            existing = self.ledger.opt_out_for_token(record.id)
-            if existing is not None and self.still_opted_out(record):
-                return False, existing
-            self.ledger.record_opt_out(
-                record.org, channel or record.channel, record.address,
-                source=source or f"unsubscribe {method}", method=method,
-                message_id=record.message_id, client=client, token=record.id)
-            return True, None

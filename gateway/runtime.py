@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .consent import ConsentService
 from .ledger import Ledger, now_iso, open_ledger
+from .ledger.pending import PendingOptOuts
 from .ledger.writer import Writer
 from .metrics import Metrics
+from .optouts import OptOuts
 from .tokens import TokenBook
 
 log = logging.getLogger("gateway")
@@ -22,6 +24,7 @@ class Runtime:
     ledger: Ledger
     consent: ConsentService
     tokens: TokenBook
+    optouts: OptOuts
     metrics: Metrics = field(default_factory=Metrics)
     health: dict = field(default_factory=dict)  # component -> {"last_ok", "last_error", ...}
     dkim: object | None = None  # the mail channel's DKIM signer, when [dkim] is set
@@ -39,9 +42,12 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings, worker: int = 0, sockets: dict | None = None) -> Runtime:
         ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
-        return cls(settings=settings, ledger=ledger,
-                   consent=ConsentService(settings, ledger),
+        consent = ConsentService(settings, ledger)
+        metrics = Metrics()
+        pending = PendingOptOuts(settings.gateway.data_dir)
+        return cls(settings=settings, ledger=ledger, consent=consent,
                    tokens=TokenBook(ledger, settings.unsubscribe.secrets),
+                   optouts=OptOuts(ledger, consent, metrics, pending), metrics=metrics,
                    worker=worker, sockets=dict(sockets or {}))
 
     @property
@@ -52,6 +58,8 @@ class Runtime:
     def close(self) -> None:
         self.consent.writer.close()
         self.ledger.close()
+        if self.optouts.pending is not None:
+            self.optouts.pending.close()
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.settings.http.public_url}/u/{token}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,18 @@ def starters() -> list[Starter]:
     return found
 
 
+def background(work: Awaitable[None], name: str) -> Callable[[], Awaitable[None]]:
+    """Run `work` as a task until the gateway stops; the function that stops it."""
+    task = asyncio.create_task(work, name=name)
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return stop
+
+
 @dataclass
 class RunningGateway:
     """A started gateway; `stop()` drains and closes everything."""
@@ -87,6 +100,7 @@ async def start(settings: Settings, worker: int = 0, sockets: dict | None = None
             announcer = Announcer(rt, lambda: spool_stats(settings.gateway.data_dir))
             announcer.start()
             stops.append(announcer.stop)
+        stops.append(background(rt.optouts.keep_replaying(), "opt-out-replay"))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         listen = settings.http.listen

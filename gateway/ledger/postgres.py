@@ -34,6 +34,7 @@ from .queries import (
     DECISION_INSERT,
     EVIDENCE_INSERT,
     HISTORY_SELECT,
+    OPT_OUT_INSERT,
     TABLES,
     DecisionRecord,
     LedgerQueries,
@@ -201,16 +202,16 @@ class PostgresLedger(LedgerQueries):
     def record_opt_out(self, org: str, channel: str, address: str, *, kind: str = "optout",
                        source: str = "", method: str = "", message_id: str | None = None,
                        client: str | None = None, token: str | None = None,
-                       at: datetime | None = None) -> int:
-        """Append an opt-out (or opt-in); its time is taken once the write lock is held."""
+                       at: datetime | None = None, request_id: str | None = None
+                       ) -> int | None:
+        """Append an opt-out (or opt-in); its time is taken once the write lock is held.
+        None when a row with this `request_id` exists already."""
         with self.exclusive(), self._conn() as conn:
             when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
-            return conn.execute(
-                "INSERT INTO optouts (org, channel, address, kind, at, source, method, "
-                "message_id, client, token) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                "RETURNING id",
-                (org, channel, address, kind, when, source, method, message_id, client,
-                 token)).fetchone()[0]
+            row = conn.execute(pg(OPT_OUT_INSERT), (
+                org, channel, address, kind, when, source, method, message_id, client, token,
+                request_id)).fetchone()
+            return None if row is None else row[0]
 
     def history(self, org: str, channel: str, address: str
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:

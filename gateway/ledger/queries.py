@@ -98,6 +98,12 @@ DECISION_INSERT = (
     "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation) VALUES ")
 
 
+# An opt-out (or opt-in); a second row with the same request_id is not written (None back).
+OPT_OUT_INSERT = (
+    "INSERT INTO optouts (org, channel, address, kind, at, source, method, message_id, "
+    "client, token, request_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING id")
+
 EVIDENCE_INSERT = (
     "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, categories, "
     "context, collected_by, opt_out_offered, named_orgs, recorded_at, recorded_via) "

@@ -23,6 +23,7 @@ from .queries import (
     DECISION_INSERT,
     EVIDENCE_INSERT,
     HISTORY_SELECT,
+    OPT_OUT_INSERT,
     DecisionRecord,
     LedgerQueries,
     TokenRecord,
@@ -317,22 +318,22 @@ class Ledger(LedgerQueries):
     def record_opt_out(self, org: str, channel: str, address: str, *, kind: str = "optout",
                        source: str = "", method: str = "", message_id: str | None = None,
                        client: str | None = None, token: str | None = None,
-                       at: datetime | None = None) -> int:
-        """Append an opt-out (or, with kind="optin", an active opt-in that lifts one). Its
+                       at: datetime | None = None, request_id: str | None = None
+                       ) -> int | None:
+        """Append an opt-out (or, with kind="optin", an active opt-in that lifts one); its
+        id, or None when a row with this `request_id` exists already (recorded once). Its
         time is taken once the write lock is held, so a decision recorded as made after
         it (decisions record when they were made) was made on a ledger that had it."""
 
-        def insert() -> int:
+        def insert() -> int | None:
             when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
             try:
-                cur = self.conn.execute(
-                    "INSERT INTO optouts (org, channel, address, kind, at, source, method, "
-                    "message_id, client, token) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (org, channel, address, kind, when, source, method, message_id, client,
-                     token))
+                row = self.conn.execute(OPT_OUT_INSERT, (
+                    org, channel, address, kind, when, source, method, message_id, client,
+                    token, request_id)).fetchone()
             except sqlite3.OperationalError as exc:
                 raise self._unavailable(exc) from exc
-            return int(cur.lastrowid or 0)
+            return None if row is None else int(row[0])
 
         with self._write_lock():
             if self.conn.in_transaction:  # inside `exclusive()`: the lock is held already

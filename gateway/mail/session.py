@@ -348,9 +348,5 @@ class GatewayHandler:
         return copies
 
     async def _opt_out(self, record: TokenRecord, token: str, method: str, client: str) -> None:
-        recorded, _ = await asyncio.to_thread(
-            self.rt.consent.opt_out_by_token, record, method=method, client=client,
-            source=f"{method} to the mailto address")
-        if recorded:
-            self.rt.metrics.opt_outs.labels(record.channel, method).inc()
-            event(log, "opt_out", method=method, org=record.org, message_id=record.message_id)
+        await asyncio.to_thread(self.rt.optouts.by_token, record, method=method, client=client,
+                                source=f"{method} to the mailto address")

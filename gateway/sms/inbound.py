@@ -37,6 +37,7 @@ from ..config import Org, Settings
 from ..errors import InvalidAddress
 from ..ledger import mask, normalise_phone
 from ..logs import event
+from ..optouts import OptOutRequest
 from ..policy import ALL_ORGS
 from ..runtime import Runtime
 from ..templating import render
@@ -145,18 +146,10 @@ class InboundHandler:
                       org: Org | None) -> str:
         """STOP: this org (all orgs when unknown); STOPALL: all orgs."""
         scope = org.id if org is not None and keyword is Keyword.STOP else ALL_ORGS
-        ledger = self.rt.ledger
-
-        def record() -> None:
-            with ledger.exclusive():  # `seen` again, atomically: another worker may race us
-                if text.message_id and ledger.opt_out_for_message(text.message_id, METHOD):
-                    return
-                ledger.record_opt_out(scope, "sms", sender, source=self.source(keyword, text),
-                                      method=METHOD, message_id=text.message_id or None,
-                                      client=sender)
-
-        await asyncio.to_thread(record)
-        self.rt.metrics.opt_outs.labels("sms", METHOD).inc()
+        await asyncio.to_thread(self.rt.optouts.record, OptOutRequest(
+            scope, "sms", sender, source=self.source(keyword, text), method=METHOD,
+            message_id=text.message_id or None, client=sender,
+            request_id=request_id(text, "optout")))
         event(log, "sms_opt_out", org=scope, keyword=keyword, provider=text.provider,
               sender=mask(sender))
         name = org.name if org is not None and scope != ALL_ORGS else ""
@@ -168,22 +161,19 @@ class InboundHandler:
             event(log, "sms_opt_in_ignored", level=logging.WARNING, provider=text.provider,
                   problem="no org sends from the number written to")
             return None
-        source = self.source(Keyword.START, text)
-        ledger = self.rt.ledger
-
-        def record() -> None:
-            with ledger.exclusive():  # `seen` again, atomically: another worker may race us
-                if text.message_id and ledger.opt_out_for_message(text.message_id, METHOD,
-                                                                  "optin"):
-                    return
-                ledger.record_opt_out(org.id, "sms", sender, kind="optin", source=source,
-                                      method=METHOD, message_id=text.message_id or None,
-                                      client=sender)
-
-        await asyncio.to_thread(record)
+        await asyncio.to_thread(self.rt.optouts.record, OptOutRequest(
+            org.id, "sms", sender, kind="optin", source=self.source(Keyword.START, text),
+            method=METHOD, message_id=text.message_id or None, client=sender,
+            request_id=request_id(text, "optin")))
         event(log, "sms_opt_in", org=org.id, provider=text.provider, sender=mask(sender))
         return render("sms_start_confirmation.txt.j2", org_name=org.name)
 
     @staticmethod
     def source(keyword: Keyword, text: InboundText) -> str:
         return f"SMS keyword {keyword.name} to {text.recipient}"
+
+
+def request_id(text: InboundText, kind: str) -> str | None:
+    """A provider's message id as the opt-out's request id: a retried or replayed webhook
+    (on any gateway sharing the ledger) records nothing more."""
+    return f"sms:{text.provider}:{text.message_id}:{kind}" if text.message_id else None

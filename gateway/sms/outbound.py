@@ -35,6 +35,7 @@ from ..consent import Classification, classify
 from ..errors import GatewayError, InvalidAddress
 from ..ledger import mask, normalise_phone
 from ..logs import event
+from ..optouts import OptOutRequest
 from ..policy import Decision, reasons
 from ..runtime import Runtime
 from .opt_out import compose, is_alphanumeric_sender, opt_out_line, segment_warnings
@@ -334,10 +335,9 @@ class Relay:
 
     async def record_provider_opt_out(self, stream: Stream, number: str,
                                       exc: RecipientOptedOut, message_id: str) -> None:
-        await asyncio.to_thread(
-            self.rt.ledger.record_opt_out, stream.org, "sms", number, method="provider",
+        await asyncio.to_thread(self.rt.optouts.record, OptOutRequest(
+            stream.org, "sms", number, method="provider",
             source=f"provider reports recipient opted out (code {exc.code})",
-            message_id=message_id, client=exc.provider)
-        self.rt.metrics.opt_outs.labels("sms", "provider").inc()
+            message_id=message_id, client=exc.provider))
         event(log, "sms_opt_out", org=stream.org, method="provider", provider=exc.provider,
               code=exc.code, to=mask(number))

@@ -9,6 +9,7 @@ from aiohttp import web
 from ..errors import InvalidAddress, StoreUnavailable, ValidationError
 from ..ledger import normalise, parse_evidence
 from ..ledger.export import trail_csv
+from ..optouts import OptOutRequest
 from ..policy import ALL_CHANNELS, ALL_ORGS, CHANNELS
 from .common import json_body, json_error, require_admin, runtime, store_unavailable
 
@@ -68,14 +69,14 @@ async def post_optout(request: web.Request) -> web.Response:
     if errors:
         return json_error(422, "invalid", fields=errors)
     rt = runtime(request)
-    try:
-        opt_id = await asyncio.to_thread(
-            rt.ledger.record_opt_out, org, channel, normalised, source=source, method="api",
-            client=request.remote)
+    try:  # an operator's request: refused (503) rather than kept during an outage
+        done = await asyncio.to_thread(
+            rt.optouts.record, OptOutRequest(org, channel, normalised, source=source,
+                                             method="api", client=request.remote),
+            keep_if_unavailable=False)
     except StoreUnavailable as exc:
         return store_unavailable(request, exc)
-    rt.metrics.opt_outs.labels(channel, "api").inc()
-    return web.json_response({"id": opt_id, "address": normalised}, status=201)
+    return web.json_response({"id": done.id, "address": normalised}, status=201)
 
 
 @routes.get("/api/v1/contacts/{channel}/{address}")

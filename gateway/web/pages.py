@@ -120,15 +120,13 @@ async def unsubscribe(request: web.Request) -> web.Response:
     method = "one-click" if one_click else "link"
     channel = ALL_CHANNELS if fields.get("scope") == "all" else record.channel
     try:
-        recorded, existing = await asyncio.to_thread(
-            rt.consent.opt_out_by_token, record, method=method, client=request.remote,
-            channel=channel)
-    except StoreUnavailable as exc:
+        done = await asyncio.to_thread(rt.optouts.by_token, record, method=method,
+                                       client=request.remote, channel=channel)
+    except StoreUnavailable as exc:  # neither the ledger nor data_dir could keep it
         event(log, "opt_out_not_recorded", org=record.org, channel=channel, method=method,
               error=str(exc))
         return page("try_again.html.j2", status=503)
-    if not recorded:
-        return confirmation(rt, record, existing["channel"], already=True)
-    rt.metrics.opt_outs.labels(channel, method).inc()
-    event(log, "opt_out", org=record.org, channel=channel, method=method)
+    if not done.new:
+        return confirmation(rt, record, (done.existing or {}).get("channel", channel),
+                            already=True)
     return confirmation(rt, record, channel, already=False)

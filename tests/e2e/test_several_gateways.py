@@ -128,6 +128,6 @@ async def test_status_on_one_gateway_shows_the_others_decisions_and_both_gateway
     ledger = open_ledger(url, a.data_dir)
     try:  # both started on the empty database at once: the schema was made once
         assert [r[0] for r in ledger._tuples(
-            "SELECT version FROM schema_migrations ORDER BY 1")] == [1, 2]
+            "SELECT version FROM schema_migrations ORDER BY 1")] == [1, 2, 3]
     finally:
         ledger.close()

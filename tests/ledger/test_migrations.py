@@ -76,7 +76,7 @@ def test_an_older_schema_is_refused_until_gateway_migrate_upgrades_it(tmp_path, 
     assert main(["migrate", "--config", str(write_config(tmp_path, ledger_url))]) == 0
 
     out = capsys.readouterr().out
-    assert "applied 0002_gateways" in out and "0001" not in out
+    assert "applied 0002_gateways" in out and "applied 0003" in out and "0001" not in out
     ledger = open_ledger(ledger_url, tmp_path / "data")
     try:
         assert ledger.schema_version() == code_version()

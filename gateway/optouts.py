@@ -1,0 +1,146 @@
+"""The one way an opt-out (or a START opt-in) is recorded, whichever way it came in: the
+unsubscribe page and one-click, mail to the mailto address and replies, STOP texts, the
+provider's own opt-out list, the admin API and the CLI.
+
+- A repeat records nothing: a request id (a provider's message id, say) is unique in the
+  ledger, on every gateway sharing it; a token's opt-out still in force is found under the
+  ledger's write lock.
+- The metric and the log line are made here, once.
+- When the ledger cannot be written (PostgreSQL down), an opt-out from a person (page,
+  one-click, mailto, reply, STOP) is kept in `data_dir` and answered as usual; `replay`
+  writes what was kept, in order, once the ledger is back. Operators' requests (API, CLI)
+  fail instead, so the operator knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from .errors import StoreUnavailable
+from .ledger import TokenRecord, mask
+from .ledger.pending import PendingOptOuts
+from .logs import event
+
+log = logging.getLogger("gateway.optouts")
+
+REPLAY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class OptOutRequest:
+    """Who opts out of what, how, and the facts kept with it as its source."""
+
+    org: str
+    channel: str
+    address: str
+    source: str
+    method: str
+    kind: str = "optout"  # or "optin": START lifts an earlier STOP
+    message_id: str | None = None
+    client: str | None = None
+    token: str | None = None
+    request_id: str | None = None  # unique: a second request with it records nothing
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of a request."""
+
+    new: bool  # recorded now, or kept to be written when the ledger is back
+    queued: bool = False
+    existing: dict | None = None  # the token's opt-out still in force (new is False)
+    id: int | None = None
+
+
+class OptOuts:
+    """Records opt-outs (see module docstring); `consent` answers whether a token's earlier
+    opt-out still holds (the person may have opted in again since)."""
+
+    def __init__(self, ledger, consent, metrics, pending: PendingOptOuts | None):
+        self.ledger = ledger
+        self.consent = consent
+        self.metrics = metrics
+        self.pending = pending
+
+    def record(self, request: OptOutRequest, *, token: TokenRecord | None = None,
+               keep_if_unavailable: bool = True) -> Recorded:
+        """Record `request` (blocking: call it in a thread). With `token`, nothing is
+        recorded while that token's opt-out is still in force."""
+        try:
+            return self._write(request, token)
+        except StoreUnavailable as exc:
+            if not keep_if_unavailable or self.pending is None:
+                raise
+            kept = self.pending.add(dataclasses.asdict(request))
+            event(log, "opt_out_kept", logging.WARNING, org=request.org,
+                  channel=request.channel, method=request.method, error=str(exc),
+                  request_id=kept["request_id"])
+            self._count(request)
+            return Recorded(True, queued=True)
+
+    def by_token(self, token: TokenRecord, *, method: str, client: str | None,
+                 channel: str | None = None, source: str | None = None) -> Recorded:
+        """The opt-out an unsubscribe token asks for (page, one-click, mailto, reply): once
+        while it is in force; again after the person opted in since."""
+        return self.record(OptOutRequest(
+            token.org, channel or token.channel, token.address,
+            source=source or f"unsubscribe {method}", method=method,
+            message_id=token.message_id, client=client, token=token.id), token=token)
+
+    def _write(self, request: OptOutRequest, token: TokenRecord | None,
+               count: bool = True) -> Recorded:
+        ledger = self.ledger
+        with ledger.exclusive():
+            if token is not None:
+                existing = ledger.opt_out_for_token(token.id)
+                if existing is not None and self.consent.still_opted_out(token):
+                    return Recorded(False, existing=existing)
+            new_id = ledger.record_opt_out(
+                request.org, request.channel, request.address, kind=request.kind,
+                source=request.source, method=request.method, message_id=request.message_id,
+                client=request.client, token=request.token, request_id=request.request_id)
+        if new_id is None:
+            return Recorded(False)
+        if count:
+            self._count(request)
+        event(log, "opt_out" if request.kind == "optout" else "opt_in", org=request.org,
+              channel=request.channel, method=request.method, address=mask(request.address))
+        return Recorded(True, id=new_id)
+
+    def _count(self, request: OptOutRequest) -> None:
+        if request.kind == "optout" and self.metrics is not None:
+            self.metrics.opt_outs.labels(request.channel, request.method).inc()
+
+    # -- what was kept during an outage ----------------------------------------------------
+
+    def replay(self) -> int:
+        """Write the kept opt-outs to the ledger, oldest first, each once; stops at the
+        first that still cannot be written. How many were written."""
+        if self.pending is None:
+            return 0
+        written = 0
+        for pending_id, data in self.pending.oldest():
+            request = OptOutRequest(**data)
+            token = None
+            if request.token:  # the same check as when it arrived
+                token = TokenRecord(request.token, request.org, request.channel,
+                                    request.address, None, request.message_id, None)
+            try:
+                self._write(request, token, count=False)  # counted when it was kept
+            except StoreUnavailable:
+                break
+            self.pending.remove(pending_id)
+            written += 1
+        if written:
+            event(log, "opt_outs_replayed", count=written, left=self.pending.count)
+        return written
+
+    async def keep_replaying(self) -> None:
+        """While the gateway runs: replay whatever is kept, every REPLAY_SECONDS."""
+        while True:
+            if self.pending is not None and self.pending.count:
+                await asyncio.to_thread(self.replay)
+            await asyncio.sleep(REPLAY_SECONDS)
