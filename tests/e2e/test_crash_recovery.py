@@ -55,7 +55,8 @@ def seed_recipients(data_dir, count: int) -> None:
     ledger = Ledger(data_dir)
     records = [parse_evidence({"org": "acme", "channel": "email",
                                "address": f"r{i}@example.com", "basis": "consent",
-                               "obtained_at": "2026-01-01T00:00:00Z"}, {"acme": "GB"})
+                               "obtained_at": "2026-01-01T00:00:00Z", "source": "test"},
+                              {"acme": "GB"})
                for i in range(count)]
     ledger.record_evidence_many(records)
     ledger.close()
