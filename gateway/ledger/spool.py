@@ -324,8 +324,9 @@ def spool_stats(data_dir: Path | str) -> dict:
             conn.close()
         total["depth"] += one["depth"]
         if one["oldest_queued_at"] is not None:
-            total["oldest_queued_at"] = min(filter(None, (total["oldest_queued_at"],
-                                                          one["oldest_queued_at"])))
+            total["oldest_queued_at"] = min(t for t in (total["oldest_queued_at"],
+                                                        one["oldest_queued_at"])
+                                            if t is not None)
         for result, n in one["last_24h"].items():
             total["last_24h"][result] = total["last_24h"].get(result, 0) + n
         total["last_errors"] += one["last_errors"]

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
+import math
 import re
+import traceback
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
+from ..anvil import Anvil
 from ..config import Stream
 from ..consent import classify
 from ..errors import InvalidAddress, StoreUnavailable, TokenError
@@ -25,12 +29,14 @@ from ..logs import event
 from ..runtime import Runtime
 from .copies import Prepared, prepare
 from .dsn import build_dsn
-from .inbound import asks_to_opt_out, is_auto_reply, parse
+from .inbound import read_reply
 from .rewrite import UnrewritableMessage
 
 log = logging.getLogger("gateway.smtp")
 
 SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+NO_SUCH_TOKEN = "550 5.1.1 No such unsubscribe address (unknown or invalid token)"
 
 # Up to this much work (message size x recipients) is prepared on the event loop itself.
 INLINE_PREPARE_BYTES = 256 * 1024
@@ -77,13 +83,53 @@ class GatewaySMTP(SMTP):
             loopback = False
         self._auth_require_tls = not loopback
 
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's name
+        """AUTH, throttled per client address (`gateway.anvil`): a client with recent
+        failures waits before its attempt is read, and one that failed too often is
+        refused with 421 and disconnected, whatever it sends now."""
+        failures: Anvil = self.event_handler.auth_failures
+        client = self.session.peer[0] if self.session else "?"
+        wait = failures.retry_after(client)
+        if wait is not None:
+            await self.push(f"421 4.7.0 Too many failed authentications from your address; "
+                            f"try again in {math.ceil(wait)} seconds")
+            self.transport.close()
+            return
+        delay = failures.delay(client)
+        if delay:
+            await asyncio.sleep(delay)
+        await super().smtp_AUTH(arg)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """An internal error in a command (the ledger unreadable while deciding, a bug):
+        a temporary failure, so the mailer retries, and no detail for the client. The
+        log gets the exception and where it was raised, never the message."""
+        peer = self.session.peer[0] if self.session else "?"
+        if isinstance(error, TLSSetupException):  # the client's handshake; aiosmtpd hangs up
+            event(log, "tls_failed", logging.WARNING, peer=peer, error=repr(error.__cause__))
+            return ""
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        event(log, "smtp_internal_error", logging.ERROR, peer=peer,
+              error=repr(error)[:300], where=f"{frame.filename}:{frame.lineno}")
+        return "451 4.3.0 Temporary local problem; try again later"
+
 
 @dataclass
 class Transaction:
     """Our per-envelope state beside aiosmtpd's Envelope."""
 
     relay: list[str] = field(default_factory=list)  # recipients to decide and deliver
-    inbound: list[tuple[str, str, TokenRecord]] = field(default_factory=list)  # kind, rcpt
+    # Mail to the mailto domain: (kind, token, its record), each token at most once.
+    inbound: list[tuple[str, str, TokenRecord]] = field(default_factory=list)
+
+    @property
+    def recipients(self) -> int:
+        """Recipients accepted so far, of both kinds: together within `max_recipients`."""
+        return len(self.relay) + len(self.inbound)
+
+    def kind_accepted(self, record: TokenRecord) -> str | None:
+        """The kind ("unsubscribe", "reply") this token was accepted as, if it was."""
+        return next((kind for kind, _, r in self.inbound if r.id == record.id), None)
 
 
 def sender_of(envelope: Envelope) -> str:
@@ -155,6 +201,11 @@ class GatewayHandler:
 
     # -- authentication -----------------------------------------------------------------
 
+    @functools.cached_property
+    def auth_failures(self) -> Anvil:
+        """Failed AUTHs per client address, for `GatewaySMTP.smtp_AUTH`'s throttle."""
+        return Anvil()
+
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         if isinstance(auth_data, LoginPassword):
             user = auth_data.login.decode("utf-8", "replace")
@@ -164,7 +215,12 @@ class GatewayHandler:
             if ok:
                 event(log, "auth_ok", user=user, peer=session.peer[0])
                 return AuthResult(success=True, auth_data=stream.id)
-            event(log, "auth_failed", logging.WARNING, user=user, peer=session.peer[0])
+            failures = self.auth_failures.fail(session.peer[0])
+            event(log, "auth_failed", logging.WARNING, user=user, peer=session.peer[0],
+                  failures=failures)
+            if failures == self.auth_failures.limit:
+                event(log, "auth_refused", logging.WARNING, peer=session.peer[0],
+                      failures=failures, window=self.auth_failures.window)
         return AuthResult(success=False, handled=False)
 
     def stream_for(self, session: Session, envelope: Envelope) -> Stream | None:
@@ -205,8 +261,8 @@ class GatewayHandler:
         if stream is None:
             event(log, "relay_denied", logging.WARNING, peer=session.peer[0], rcpt=address)
             return "550 5.7.1 Relaying denied: authenticate (AUTH) or use a trusted network"
-        if len(tx.relay) >= self.settings.smtp.max_recipients:
-            return "452 4.5.3 Too many recipients"
+        if tx.recipients >= self.settings.smtp.max_recipients:
+            return TOO_MANY_RECIPIENTS
         try:
             normalised = normalise_email(address)
         except InvalidAddress as exc:
@@ -221,18 +277,30 @@ class GatewayHandler:
         return "250 2.1.5 OK"
 
     async def _rcpt_mailto(self, envelope, tx: Transaction, address: str, local: str):
+        """`unsubscribe+TOKEN` and `reply+TOKEN`, from anyone: within `max_recipients`
+        (counted with the relay recipients), and each token accepted once per
+        transaction, so one reply is never relayed twice."""
         kind, _, token = local.partition("+")
         kind = kind.lower()
-        if kind in ("unsubscribe", "reply") and token:
-            try:
-                record = await asyncio.to_thread(self.rt.tokens.resolve, token)
-            except TokenError:
-                record = None
-            if record is not None:
-                tx.inbound.append((kind, token, record))
-                envelope.rcpt_tos.append(address)
-                return "250 2.1.5 OK"
-        return "550 5.1.1 No such unsubscribe address (unknown or invalid token)"
+        if kind not in ("unsubscribe", "reply") or not token:
+            return NO_SUCH_TOKEN
+        if tx.recipients >= self.settings.smtp.max_recipients:
+            return TOO_MANY_RECIPIENTS
+        try:
+            record = await asyncio.to_thread(self.rt.tokens.resolve, token)
+        except TokenError:
+            return NO_SUCH_TOKEN
+        accepted_as = tx.kind_accepted(record)
+        if accepted_as == kind:
+            # Permanent: the address gets this message already; a retry would relay it again.
+            return "550 5.5.0 Duplicate recipient: already accepted in this transaction"
+        if accepted_as is not None:
+            # The token's other address: it does its own job in a transaction of its own.
+            return "452 4.5.3 This token was accepted in this transaction; send to this " \
+                   "address in another"
+        tx.inbound.append((kind, token, record))
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
 
     async def _decide_at_rcpt(self, stream: Stream, address: str) -> str | None:
         """Without header overrides the decision is certain at RCPT: refuse blocks now."""
@@ -327,24 +395,28 @@ class GatewayHandler:
                f"{'y' if len(prepared.copies) == 1 else 'ies'} as {prepared.message_id}"
 
     async def _inbound(self, session, envelope, tx: Transaction, raw: bytes) -> list[Copy]:
-        """Mail to the mailto domain: record opt-outs; relay replies on."""
+        """Mail to the mailto domain: record opt-outs; relay a reply on, once to each
+        original reply address however many of its tokens name it. `raw` is at most
+        `max_message_size` (the listener refuses more with 552). The reply is read in a
+        thread: only a bounded prefix, but crafted input can still take milliseconds."""
         if not tx.inbound:
             return []
-        msg = await asyncio.to_thread(parse, raw)
-        sender = str(msg.get("From", ""))[:200]
-        client = f"{session.peer[0]} from={sender}"
+        mail_from = sender_of(envelope)
+        reply = await asyncio.to_thread(read_reply, raw, mail_from)
+        client = f"{session.peer[0]} from={reply.author}"
         copies = []
+        relayed: set[str] = set()
         for kind, token, record in tx.inbound:
             if kind == "unsubscribe":
                 await self._opt_out(record, token, "mailto", client)
                 continue
-            found = None if is_auto_reply(msg, sender_of(envelope)) else asks_to_opt_out(msg)
-            if found:
-                await self._opt_out(record, token, "reply", f"{client} ({found})")
+            if reply.opt_out:
+                await self._opt_out(record, token, "reply", f"{client} ({reply.opt_out})")
             for target in reply_targets(record.reply_to):
-                copies.append(Copy("reply", sender_of(envelope), target, raw,
-                                   str(msg.get("Message-ID", "")) or None, record.stream,
-                                   record.org))
+                if target.lower() not in relayed:
+                    relayed.add(target.lower())
+                    copies.append(Copy("reply", mail_from, target, raw, reply.message_id,
+                                       record.stream, record.org))
         return copies
 
     async def _opt_out(self, record: TokenRecord, token: str, method: str, client: str) -> None:
