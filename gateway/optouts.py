@@ -23,6 +23,7 @@ from .errors import StoreUnavailable
 from .ledger import TokenRecord, mask
 from .ledger.pending import PendingOptOuts
 from .logs import event
+from .policy import ALL_CHANNELS
 
 log = logging.getLogger("gateway.optouts")
 
@@ -74,36 +75,39 @@ class OptOuts:
         except StoreUnavailable as exc:
             if not keep_if_unavailable or self.pending is None:
                 raise
-            kept = self.pending.add(dataclasses.asdict(request))
-            event(log, "opt_out_kept", logging.WARNING, org=request.org,
-                  channel=request.channel, method=request.method, error=str(exc),
-                  request_id=kept["request_id"])
-            self._count(request)
-            return Recorded(True, queued=True)
+            return self._keep(request, str(exc))
+
+    def _keep(self, request: OptOutRequest, why: str) -> Recorded:
+        """Keep `request` in data_dir until the ledger takes it (StoreUnavailable when
+        even that fails)."""
+        if self.pending is None:
+            raise StoreUnavailable(f"opt-out not recorded: {why}")
+        kept = self.pending.add(dataclasses.asdict(request))
+        event(log, "opt_out_kept", logging.WARNING, org=request.org, channel=request.channel,
+              method=request.method, error=why, request_id=kept["request_id"])
+        self._count(request)
+        return Recorded(True, queued=True)
 
     def by_token(self, token: TokenRecord, *, method: str, client: str | None,
                  channel: str | None = None, source: str | None = None) -> Recorded:
         """The opt-out an unsubscribe token asks for (page, one-click, mailto, reply): once
         while it is in force; again after the person opted in since."""
-        return self.record(OptOutRequest(
-            token.org, channel or token.channel, token.address,
-            source=source or f"unsubscribe {method}", method=method,
-            message_id=token.message_id, client=client, token=token.id), token=token)
+        request = OptOutRequest(token.org, channel or token.channel, token.address,
+                                source=source or f"unsubscribe {method}", method=method,
+                                message_id=token.message_id, client=client, token=token.id)
+        if not token.org:  # unresolved (the ledger is away): completed when it is back
+            return self._keep(request, "the token could not be resolved")
+        return self.record(request, token=token)
 
     def _write(self, request: OptOutRequest, token: TokenRecord | None,
                count: bool = True) -> Recorded:
-        ledger = self.ledger
-        with ledger.exclusive():
-            if token is not None:
-                existing = ledger.opt_out_for_token(token.id)
-                if existing is not None and self.consent.still_opted_out(token):
-                    return Recorded(False, existing=existing)
-            new_id = ledger.record_opt_out(
-                request.org, request.channel, request.address, kind=request.kind,
-                source=request.source, method=request.method, message_id=request.message_id,
-                client=request.client, token=request.token, request_id=request.request_id)
+        in_force = None if token is None else (lambda _: self.consent.still_opted_out(token))
+        new_id, existing = self.ledger.opt_out_unless(
+            in_force, request.org, request.channel, request.address, kind=request.kind,
+            source=request.source, method=request.method, message_id=request.message_id,
+            client=request.client, token=request.token, request_id=request.request_id)
         if new_id is None:
-            return Recorded(False)
+            return Recorded(False, existing=existing)
         if count:
             self._count(request)
         event(log, "opt_out" if request.kind == "optout" else "opt_in", org=request.org,
@@ -124,12 +128,10 @@ class OptOuts:
         written = 0
         for pending_id, data in self.pending.oldest():
             request = OptOutRequest(**data)
-            token = None
-            if request.token:  # the same check as when it arrived
-                token = TokenRecord(request.token, request.org, request.channel,
-                                    request.address, None, request.message_id, None)
             try:
-                self._write(request, token, count=False)  # counted when it was kept
+                request, token = self._complete(request)
+                if request is not None:
+                    self._write(request, token, count=False)  # counted when it was kept
             except StoreUnavailable:
                 break
             self.pending.remove(pending_id)
@@ -137,6 +139,25 @@ class OptOuts:
         if written:
             event(log, "opt_outs_replayed", count=written, left=self.pending.count)
         return written
+
+    def _complete(self, request: OptOutRequest
+                  ) -> tuple[OptOutRequest | None, TokenRecord | None]:
+        """A kept request as it is written: an unresolved token's person and org read
+        from the ledger now (None for a token the ledger does not know: dropped)."""
+        if not request.token:
+            return request, None
+        if request.org:
+            return request, TokenRecord(request.token, request.org, request.channel,
+                                        request.address, None, request.message_id, None)
+        record = self.ledger.token(request.token)
+        if record is None:
+            event(log, "opt_out_dropped", logging.WARNING, problem="unknown token",
+                  request_id=request.request_id)
+            return None, None
+        channel = request.channel if request.channel == ALL_CHANNELS else record.channel
+        return dataclasses.replace(request, org=record.org, channel=channel,
+                                   address=record.address, message_id=record.message_id
+                                   ), record
 
     async def keep_replaying(self) -> None:
         """While the gateway runs: replay whatever is kept, every REPLAY_SECONDS."""

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 
-from .errors import TokenError
+from .errors import StoreUnavailable, TokenError
 from .ledger import Ledger, TokenRecord
 
 ID_BYTES = 10
@@ -65,6 +65,16 @@ class TokenBook:
         message so both land in one durable step)."""
         token, token_id = make_token(self.secrets[0])
         return token, TokenRecord(token_id, org, channel, address, stream, message_id, reply_to)
+
+    def resolve_or_unresolved(self, token: str, channel: str) -> TokenRecord:
+        """`resolve`; but while the ledger cannot be read, a correctly signed token gives
+        an unresolved record (its id and `channel` only: who it stands for is in the
+        ledger). An opt-out made with it is kept and completed once the ledger is back."""
+        try:
+            return self.resolve(token)
+        except StoreUnavailable:
+            return TokenRecord(token_id_of(token, self.secrets), "", channel, "", None, None,
+                               None)
 
     def resolve(self, token: str) -> TokenRecord:
         """The record of a valid, known token; TokenError for forged or unknown ones."""

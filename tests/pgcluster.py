@@ -92,7 +92,9 @@ def start_cluster(port: int) -> Cluster:
     cluster.run("initdb", "-D", str(datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                 "--no-sync")
     settings = (f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-                "unix_socket_directories = ''\nfsync = off\nsynchronous_commit = off\n"
+                # fsync off: the OS keeps what was written when a test kills the server
+                # (`pg_ctl stop -m immediate`); commits themselves stay synchronous.
+                "unix_socket_directories = ''\nfsync = off\n"
                 "full_page_writes = off\nmax_connections = 200\n")
     with open(datadir / "postgresql.conf", "a", encoding="utf-8") as conf:
         conf.write(settings)  # root may write it; the server reads it as its own user

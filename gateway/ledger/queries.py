@@ -5,7 +5,7 @@ read methods built on two primitives each backend provides: `_rows` (dicts) and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -157,6 +157,25 @@ class LedgerQueries:
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
         raise NotImplementedError
+
+    def exclusive(self):
+        raise NotImplementedError
+
+    def record_opt_out(self, org: str, channel: str, address: str, **fields) -> int | None:
+        raise NotImplementedError
+
+    def opt_out_unless(self, still_in_force: Callable[[dict], bool] | None, org: str,
+                       channel: str, address: str, **fields) -> tuple[int | None, dict | None]:
+        """`record_opt_out`, except when `fields["token"]` already led to an opt-out that
+        `still_in_force(it)` says holds: checked and written under the ledger's write lock
+        (across processes and gateways). (new id or None, the opt-out found or None)."""
+        with self.exclusive():
+            token = fields.get("token")
+            if token and still_in_force is not None:
+                existing = self.opt_out_for_token(token)
+                if existing is not None and still_in_force(existing):
+                    return None, existing
+            return self.record_opt_out(org, channel, address, **fields), None
 
     # -- gateways sharing the ledger --------------------------------------------------------
 

@@ -286,8 +286,10 @@ class GatewayHandler:
             return NO_SUCH_TOKEN
         if tx.recipients >= self.settings.smtp.max_recipients:
             return TOO_MANY_RECIPIENTS
-        try:
-            record = await asyncio.to_thread(self.rt.tokens.resolve, token)
+        try:  # a reply needs its relay target from the ledger: 451 while it is away
+            record = await asyncio.to_thread(self.rt.tokens.resolve_or_unresolved, token,
+                                             "email") if kind == "unsubscribe" else \
+                await asyncio.to_thread(self.rt.tokens.resolve, token)
         except TokenError:
             return NO_SUCH_TOKEN
         accepted_as = tx.kind_accepted(record)

@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 
 from ..config import Org, Settings
-from ..errors import InvalidAddress
+from ..errors import InvalidAddress, StoreUnavailable
 from ..ledger import mask, normalise_phone
 from ..logs import event
 from ..optouts import OptOutRequest
@@ -135,8 +135,11 @@ class InboundHandler:
         if not text.message_id:
             return False
         kind = "optin" if keyword is Keyword.START else "optout"
-        found = await asyncio.to_thread(self.rt.ledger.opt_out_for_message,
-                                        text.message_id, METHOD, kind)
+        try:
+            found = await asyncio.to_thread(self.rt.ledger.opt_out_for_message,
+                                            text.message_id, METHOD, kind)
+        except StoreUnavailable:  # the ledger is away: its request id keeps it single
+            return False
         if found is not None:
             event(log, "sms_webhook_repeated", level=logging.WARNING, provider=text.provider,
                   message_id=text.message_id)

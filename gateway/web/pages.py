@@ -59,16 +59,21 @@ def already_unsubscribed(rt: Runtime, record: TokenRecord) -> dict | None:
     return existing
 
 
-async def resolve(rt: Runtime, token: str) -> TokenRecord | None:
+async def resolve(rt: Runtime, request: web.Request) -> TokenRecord | None:
     """The record of a valid, known token (its `id` is the token id); None for any kind
-    of bad token."""
+    of bad token. While the ledger is away, a correctly signed token's unresolved record
+    (no org or address: the pages then name neither)."""
+    channel = "sms" if request.path.startswith("/s/") else "email"
     try:
-        return await asyncio.to_thread(rt.tokens.resolve, token)
+        return await asyncio.to_thread(rt.tokens.resolve_or_unresolved,
+                                       request.match_info["token"], channel)
     except TokenError:
         return None
 
 
 def context(rt: Runtime, record: TokenRecord, **extra) -> dict:
+    if not record.org:  # unresolved while the ledger is away: the templates say less
+        return {"org_name": "", "masked_address": "", "channel": record.channel, **extra}
     return {"org_name": org_name(rt, record), "masked_address": mask(record.address),
             "channel": record.channel, **extra}
 
@@ -98,10 +103,11 @@ async def form_fields(request: web.Request) -> dict[str, str]:
 async def show_unsubscribe(request: web.Request) -> web.Response:
     """The confirmation form. Changes nothing: link scanners open links."""
     rt = runtime(request)
-    record = await resolve(rt, request.match_info["token"])
+    record = await resolve(rt, request)
     if record is None:
         return invalid_link()
-    existing = await asyncio.to_thread(already_unsubscribed, rt, record)
+    existing = await asyncio.to_thread(already_unsubscribed, rt, record) if record.org \
+        else None
     if existing is not None:
         return confirmation(rt, record, existing["channel"], already=True)
     return page("unsubscribe.html.j2", **context(rt, record))
@@ -112,7 +118,7 @@ async def show_unsubscribe(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """Record the opt-out (once per token) and confirm it; 200, never a redirect."""
     rt = runtime(request)
-    record = await resolve(rt, request.match_info["token"])
+    record = await resolve(rt, request)
     if record is None:
         return invalid_link()
     fields = await form_fields(request)
