@@ -311,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="a self-contained guided tour")
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    demo.add_argument("--ledger", metavar="URL",
+                      help="an empty PostgreSQL database for the ledger (postgresql://…)")
     demo.set_defaults(fn=cmd_demo)
     return p
 

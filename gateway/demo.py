@@ -125,8 +125,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def tour(data: Path) -> list[tuple]:
+async def tour(data: Path, ledger_url: str = "") -> list[tuple]:
     text = textwrap.dedent(DEMO_TOML.format(data=data, smtp=free_port(), http=free_port()))
+    if ledger_url:  # an empty PostgreSQL database (its URL never printed with a password)
+        text += f'\n[ledger]\nurl = "{ledger_url}"\n'
+
     (data / "config.toml").write_text(text)
     settings = config.parse(text, data / "config.toml", data)
     rows: list[tuple] = []
@@ -217,7 +220,7 @@ def run_demo(args) -> int:
     keep = getattr(args, "keep", False)
     data = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     try:
-        rows = asyncio.run(tour(data))
+        rows = asyncio.run(tour(data, getattr(args, "ledger", None) or ""))
     except Exception:
         shutil.rmtree(data, ignore_errors=True) if not keep else None
         raise

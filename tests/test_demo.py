@@ -21,3 +21,12 @@ def test_demo_exits_zero_and_prints_every_reason_code_it_exercised(tmp_path):
     for code in reasons.ALL:
         assert code in summary[0], f"{code} not exercised"
     assert "rewritten messages (maildir)" in done.stdout
+
+
+def test_demo_runs_the_same_on_a_postgresql_ledger(tmp_path, pg_cluster):
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--ledger",
+                           pg_cluster.new_database()], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    summary = [ln for ln in done.stdout.splitlines() if ln.startswith("reason codes exercised")]
+    assert all(code in summary[0] for code in reasons.ALL)
