@@ -18,7 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.ledger import open_ledger, parse_evidence  # noqa: E402
+from gateway.evidence import parse_evidence  # noqa: E402
+from gateway.ledger import open_ledger  # noqa: E402
 from gateway.ledger.postgres import pg  # noqa: E402
 from gateway.ledger.queries import HISTORY_SELECT  # noqa: E402
 

@@ -181,7 +181,8 @@ sms_from = ["{sender}"]
 
 
 def seed_consent(data_dir: Path, to: list[str]) -> None:
-    from gateway.ledger import Ledger, parse_evidence
+    from gateway.evidence import parse_evidence
+    from gateway.ledger import Ledger
 
     ledger = Ledger(data_dir)
     try:

@@ -290,7 +290,8 @@ allow_headers = {allow_headers}
 
 def seed_recipients(data_dir: Path, pool: int) -> None:
     """Soft opt-in evidence for every recipient (in the gateway's own ledger)."""
-    from gateway.ledger import Ledger, parse_evidence
+    from gateway.evidence import parse_evidence
+    from gateway.ledger import Ledger
 
     ledger = Ledger(data_dir)
     try:

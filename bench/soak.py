@@ -45,7 +45,8 @@ import common  # noqa: E402 - bench/ helpers, beside this script
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.ledger import Ledger, parse_evidence  # noqa: E402
+from gateway.evidence import parse_evidence  # noqa: E402
+from gateway.ledger import Ledger  # noqa: E402
 
 CONFIG = """
 [gateway]

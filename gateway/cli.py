@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from .addresses import guess_channel, normalise
 from .consent import classify
 from .errors import ConfigError, GatewayError, InvalidAddress
-from .ledger import SchemaMismatch, guess_channel, normalise, open_ledger
+from .ledger import SchemaMismatch, open_ledger
 from .ledger.export import trail_csv
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3

@@ -15,7 +15,7 @@ import aiohttp
 import aiosmtplib
 
 from . import config, server
-from .ledger import parse_evidence
+from .evidence import parse_evidence
 from .sms.signatures import twilio_signature
 
 DEMO_TOML = """

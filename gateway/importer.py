@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ValidationError
-from .ledger import FIELDS, Ledger, parse_evidence
+from .evidence import FIELDS, parse_evidence
+from .ledger import Ledger
 from .policy import Evidence
 
 BATCH = 20_000

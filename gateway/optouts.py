@@ -19,8 +19,9 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from .addresses import mask
 from .errors import StoreUnavailable
-from .ledger import TokenRecord, mask
+from .ledger import TokenRecord
 from .ledger.pending import PendingOptOuts
 from .logs import event
 from .policy import ALL_CHANNELS

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from gwtest import BASE_TOML, free_port
 
-from gateway.ledger import open_ledger, parse_evidence
+from gateway.evidence import parse_evidence
+from gateway.ledger import open_ledger
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SMS_KEY = {"Authorization": "Bearer sk_news"}

@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.smtp import SMTP as SinkSMTP
 
 from gateway import config
-from gateway.ledger import parse_evidence
+from gateway.evidence import parse_evidence
 
 _HANDED_OUT: set[int] = set()
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.ledger import DecisionRecord, Ledger, parse_evidence
+from gateway.evidence import parse_evidence
+from gateway.ledger import DecisionRecord, Ledger
 from gateway.policy import Decision
 
 GATEWAY = Path(sys.executable).with_name("gateway")

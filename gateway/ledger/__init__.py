@@ -1,11 +1,11 @@
 """The ledger (evidence, opt-outs, decisions, tokens) on SQLite or PostgreSQL, and the
-local spool."""
+local spool: the one place that knows SQL. What a record must be (addresses in their
+canonical form, valid evidence) is decided before it gets here: gateway/addresses.py and
+gateway/evidence.py."""
 
 from pathlib import Path
 
-from .addresses import guess_channel, mask, normalise, normalise_email, normalise_phone
 from .migrate import SchemaMismatch
-from .records import FIELDS, parse_evidence, parse_time
 from .store import DecisionRecord, Ledger, TokenRecord, now_iso
 
 
@@ -19,8 +19,6 @@ def open_ledger(url: str, data_dir: Path | str, *, upgrade: bool = False):
     path = Path(url.removeprefix("sqlite:///")) if url else Path(data_dir) / "ledger.db"
     return Ledger(path.parent, path.name, upgrade=upgrade)
 
-__all__ = [
-    "FIELDS", "DecisionRecord", "Ledger", "SchemaMismatch", "TokenRecord", "guess_channel",
-    "mask", "normalise", "normalise_email", "normalise_phone", "now_iso", "open_ledger",
-    "parse_evidence", "parse_time",
-]
+
+
+__all__ = ["DecisionRecord", "Ledger", "SchemaMismatch", "TokenRecord", "now_iso", "open_ledger"]

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import make_msgid
 
+from ..addresses import normalise_email
 from ..config import Stream
 from ..consent import Classification, classify
-from ..ledger import TokenRecord, normalise_email
+from ..ledger import TokenRecord
 from ..ledger.spool import Copy, Marketing
 from ..policy import Decision
 from ..runtime import Runtime

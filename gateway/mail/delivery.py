@@ -10,9 +10,9 @@ import random
 import time
 from collections import OrderedDict
 
+from ..addresses import normalise_email
 from ..consent import Classification, classify
 from ..errors import GatewayError, StoreUnavailable
-from ..ledger import normalise_email
 from ..ledger.spool import Copy, Finish, Marketing, QueuedCopy, Spool
 from ..ledger.writer import Writes
 from ..logs import event

@@ -18,11 +18,12 @@ from email.utils import getaddresses
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
+from ..addresses import normalise_email
 from ..anvil import Anvil
 from ..config import Stream
 from ..consent import classify
 from ..errors import InvalidAddress, StoreUnavailable, TokenError
-from ..ledger import TokenRecord, normalise_email
+from ..ledger import TokenRecord
 from ..ledger.spool import Copy, Spool
 from ..ledger.writer import Writes
 from ..logs import event

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..addresses import mask
 from ..config import Stream
-from ..ledger import mask
 from ..logs import event
 from ..runtime import Runtime
 from .callbacks import status_url

@@ -33,9 +33,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from ..addresses import mask, normalise_phone
 from ..config import Org, Settings
 from ..errors import InvalidAddress, StoreUnavailable
-from ..ledger import mask, normalise_phone
 from ..logs import event
 from ..optouts import OptOutRequest
 from ..policy import ALL_ORGS

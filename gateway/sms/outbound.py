@@ -29,11 +29,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..addresses import mask, normalise_phone
 from ..caching import cached_if_short
 from ..config import Stream
 from ..consent import Classification, classify
 from ..errors import GatewayError, InvalidAddress
-from ..ledger import mask, normalise_phone
 from ..logs import event
 from ..optouts import OptOutRequest
 from ..policy import Decision, reasons

@@ -6,8 +6,9 @@ import asyncio
 
 from aiohttp import web
 
+from ..addresses import normalise
 from ..errors import InvalidAddress, StoreUnavailable, ValidationError
-from ..ledger import normalise, parse_evidence
+from ..evidence import parse_evidence
 from ..ledger.export import trail_csv
 from ..optouts import OptOutRequest
 from ..policy import ALL_CHANNELS, ALL_ORGS, CHANNELS

@@ -15,8 +15,9 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..addresses import mask
 from ..errors import StoreUnavailable, TokenError
-from ..ledger import TokenRecord, mask
+from ..ledger import TokenRecord
 from ..logs import event
 from ..policy import ALL_CHANNELS
 from ..runtime import Runtime

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..addresses import guess_channel, mask, normalise
 from ..cluster import cluster_view
 from ..errors import InvalidAddress
-from ..ledger import guess_channel, mask, normalise, now_iso
+from ..ledger import now_iso
 from ..logs import event
 from ..policy import ALL_CHANNELS, CHANNELS, get_ruleset, reasons
 from ..runtime import Runtime

@@ -17,7 +17,8 @@ import pytest
 from gwprocess import send_mail
 from gwtest import BASE_TOML, free_port
 
-from gateway.ledger import Ledger, parse_evidence
+from gateway.evidence import parse_evidence
+from gateway.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 

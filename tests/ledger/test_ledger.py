@@ -11,18 +11,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from gateway.addresses import _validated_email, normalise, normalise_email, normalise_phone
 from gateway.errors import InvalidAddress, ValidationError
-from gateway.ledger import (
-    DecisionRecord,
-    Ledger,
-    TokenRecord,
-    normalise,
-    normalise_email,
-    normalise_phone,
-    open_ledger,
-    parse_evidence,
-)
-from gateway.ledger.addresses import _validated_email
+from gateway.evidence import parse_evidence
+from gateway.ledger import DecisionRecord, Ledger, TokenRecord, open_ledger
 from gateway.policy import Decision
 
 REGIONS = {"acme": "GB", "owls": "GB"}

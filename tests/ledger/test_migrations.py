@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.ledger import DecisionRecord, SchemaMismatch, TokenRecord, open_ledger, parse_evidence
+from gateway.evidence import parse_evidence
+from gateway.ledger import DecisionRecord, SchemaMismatch, TokenRecord, open_ledger
 from gateway.ledger.migrate import code_version, migrations
 from gateway.policy import Decision
 

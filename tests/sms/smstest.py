@@ -24,7 +24,7 @@ from gwtest import free_port
 from twilio.request_validator import RequestValidator
 
 from gateway import config, server
-from gateway.ledger import parse_evidence
+from gateway.evidence import parse_evidence
 from gateway.sms import service
 
 TWILIO_SID, TWILIO_TOKEN = "AC0123456789abcdef0123456789abcdef", "twilio-auth-token"

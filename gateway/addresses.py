@@ -8,7 +8,7 @@ import re
 import email_validator
 import phonenumbers
 
-from ..errors import InvalidAddress
+from .errors import InvalidAddress
 
 # RFC 5322 dot-atom in ASCII: a local part of this shape is one email_validator accepts
 # unchanged, so for it only the domain needs the full check, done once per domain.

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import InvalidAddress, ValidationError
-from ..policy import BASES, CHANNELS, COLLECTORS, CONTEXTS, Evidence
 from .addresses import normalise
+from .errors import InvalidAddress, ValidationError
+from .policy import BASES, CHANNELS, COLLECTORS, CONTEXTS, Evidence
 
 FIELDS = ("org", "channel", "address", "basis", "obtained_at", "source", "categories",
           "context", "collected_by", "opt_out_offered", "named_orgs")
