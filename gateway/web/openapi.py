@@ -108,11 +108,14 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "to": {"type": "string", "description": "the recipient's number"},
             "body": {"type": "string", "maxLength": 1600},
-            "from": {"type": "string", "description": "one of the stream's sms_from, or "
-                                                      "an alphanumeric sender id"},
-            "purpose": {"type": "string", "enum": ["marketing", "service"]},
-            "nature": {"type": "string", "enum": ["commercial", "campaigning"]},
-            "category": {"type": "string"},
+            "from": {"type": "string", "description": "one of the stream's sms_from "
+                                                      "(default: the first)"},
+            "purpose": {"type": "string", "enum": ["marketing", "service"],
+                        "description": "honoured only where the stream has allow_headers"},
+            "nature": {"type": "string", "enum": ["commercial", "campaigning"],
+                       "description": "honoured only where the stream has allow_headers"},
+            "category": {"type": "string",
+                         "description": "honoured only where the stream has allow_headers"},
             "status_callback": {"type": "string", "format": "uri"},
         },
     },
@@ -212,6 +215,9 @@ def _paths() -> dict[str, Any]:
                 "202": _json(_ref("SentText"), "sent to the provider"),
                 "400": _error("bad JSON, field, number or sender"),
                 "401": UNAUTHORIZED, "403": _json(_ref("Blocked"), "blocked, with its reason"),
+                "422": _error("`from` not one of the stream's sms_from (`from_not_allowed`), "
+                              "or a classification the stream may not set "
+                              "(`override_not_allowed`)"),
                 "502": _error("the provider did not take it (`provider_error`)"),
                 "503": STORE_UNAVAILABLE},
         }},
@@ -229,6 +235,8 @@ def _paths() -> dict[str, Any]:
                 "201": _json(_ref("TwilioMessage"), "the message resource"),
                 "400": _json(_ref("TwilioError"), "bad request, or blocked (code 21610)"),
                 "401": _json(_ref("TwilioError"), "wrong account or credentials (20003)"),
+                "422": _json(_ref("TwilioError"), "From not one of the stream's sms_from "
+                                                  "(21212)"),
                 "502": _json(_ref("TwilioError"), "the provider did not take it (20503)"),
                 "503": _json(_ref("TwilioError"), "store unavailable (20503)")},
         }},
@@ -268,6 +276,7 @@ def _paths() -> dict[str, Any]:
             "responses": {
                 "200": {"description": "TwiML", "content": {"text/xml": {
                     "schema": {"type": "string"}}}},
+                "400": {"description": "a body that cannot be read; nothing recorded"},
                 "403": {"description": "missing or wrong signature; nothing recorded"},
                 "503": {"description": "cannot record right now; Twilio may retry"}},
         }},
