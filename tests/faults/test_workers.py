@@ -38,10 +38,17 @@ async def send(gw: GatewayProcess, first: int, count: int, connections: int) -> 
     return await send_mail(gw.smtp_port, first, count, connections, prefix="w")
 
 
-def worker_pids(gw: GatewayProcess) -> list[int]:
-    """The workers' pids, from the supervisor's log."""
-    started = re.findall(r"event=worker_started worker=\d+ pid=(\d+)", gw.log_text())
-    return [int(p) for p in started if os.path.exists(f"/proc/{p}")]
+def worker_pids(gw: GatewayProcess, expect: int = 0, timeout: float = 15.0) -> list[int]:
+    """The workers' pids, from the supervisor's log; waiting until there are `expect` of
+    them (the listeners answer as soon as the supervisor binds them, before the workers
+    it starts one after another are all up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        started = re.findall(r"event=worker_started worker=\d+ pid=(\d+)", gw.log_text())
+        pids = [int(p) for p in started if os.path.exists(f"/proc/{p}")]
+        if len(pids) >= expect or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
 
 
 async def metric(gw: GatewayProcess, http: aiohttp.ClientSession, line_start: str) -> float:
@@ -59,7 +66,7 @@ async def test_two_workers_share_the_load_and_deliver_each_copy_once(tmp_path, s
     seed(gw.data_dir, emails=[f"r{i}@example.com" for i in range(200)], phones=phones)
     await asyncio.to_thread(gw.start)
     try:
-        assert len(worker_pids(gw)) == 2
+        assert len(worker_pids(gw, expect=2)) == 2
         accepted = await send(gw, 0, 200, 20)
         async with aiohttp.ClientSession() as http:
             for number in phones:
@@ -93,7 +100,7 @@ async def test_a_dead_worker_is_replaced_and_delivers_what_it_had_spooled(tmp_pa
     await asyncio.to_thread(gw.start)
     try:
         accepted = await send(gw, 0, 100, 20)
-        victim = worker_pids(gw)[1]
+        victim = worker_pids(gw, expect=2)[1]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while len(worker_pids(gw)) < 2 or victim in worker_pids(gw):
