@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Consent-core benchmark: the rules engine, a decision with its ledger lookup, CSV import.
 
-All in this one process, no sockets:
+All in this one process, no sockets (but for the PostgreSQL run of (b), --pg-admin):
 
     (a) engine   gateway.policy.decide alone over realistic histories of 1-3 evidence
                  records (soft opt-ins, consents, third-party consents, corporate
@@ -10,6 +10,13 @@ All in this one process, no sockets:
                  Ledger.record_evidence_many in batches), then ConsentService.evaluate
                  (classification, history lookup in SQLite, decision) for random
                  addresses: p50/p99 latency. Target: p99 < 1 ms.
+                 With --pg-admin URL, the same again on PostgreSQL: a fresh database is
+                 created through URL (any database of a role that may CREATE DATABASE),
+                 the SQLite ledger just built is copied into it by `gateway ledger copy`
+                 (timed with its process start: records/s; target 1M records in < 2 min),
+                 autovacuum's work on the copy (VACUUM ANALYZE) is done before the clock
+                 starts, and the same random addresses are evaluated: p50/p99. Target:
+                 p99 < 5 ms. The database is dropped afterwards unless --keep.
     (c) import   a CSV of --import-rows rows (80 % email, 20 % UK mobile numbers, 0.1 %
                  bad rows) through gateway.importer.import_csv, against a bare baseline:
                  csv.reader + executemany of the same rows into the same table with no
@@ -21,6 +28,7 @@ machine: the load average is printed with each part; run twice.
 Usage:  /work/venv/bin/python bench/bench_core.py [--records 1000000]
         [--import-rows 1000000] [--lookups 20000] [--decisions 300000]
         [--only engine,lookup,import] [--keep]
+        [--pg-admin postgresql://USER@HOST:PORT/postgres [--pg-copy cli|function]]
 """
 
 from __future__ import annotations
@@ -30,11 +38,14 @@ import csv
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,7 +55,7 @@ from gateway import config
 from gateway.consent import Classification, ConsentService
 from gateway.importer import import_csv
 from gateway.ledger import Ledger, now_iso
-from gateway.policy import Evidence, MessageContext, OptOut, OrgPolicy, decide
+from gateway.policy import ALL_ORGS, Evidence, MessageContext, OptOut, OrgPolicy, decide
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SIMILAR = (frozenset({"lawnmowers", "hedge-trimmers", "garden-tools"}),
@@ -154,9 +165,9 @@ def build_ledger(work: Path, records: int, seed: int) -> tuple[Ledger, float]:
     return ledger, time.perf_counter() - started
 
 
-def bench_lookup(work: Path, records: int, lookups: int, seed: int) -> dict:
-    ledger, build_seconds = build_ledger(work, records, seed)
-    settings = config.parse(CONFIG.format(data_dir=work / "lookup"), None, work)
+def time_lookups(settings: config.Settings, ledger, records: int, lookups: int,
+                 seed: int) -> dict:
+    """ConsentService.evaluate for random addresses (the same ones for the same seed)."""
     service = ConsentService(settings, ledger)
     marketing = Classification("acme", "acme-news", "marketing", "commercial",
                                "hedge-trimmers")
@@ -172,14 +183,111 @@ def bench_lookup(work: Path, records: int, lookups: int, seed: int) -> dict:
         decision = service.evaluate(marketing, "email", address)
         timings.append((clock() - started) / 1e6)
         reasons[decision.reason] += 1
-    ledger.close()
     timings.sort()
-    size = sum(f.stat().st_size for f in (work / "lookup").iterdir())
-    return {"records": records, "build_seconds": build_seconds,
-            "build_per_second": records / build_seconds, "lookups": lookups,
+    return {"lookups": lookups,
             "p50": common.percentile(timings, 50), "p90": common.percentile(timings, 90),
             "p99": common.percentile(timings, 99), "max": timings[-1],
-            "mean": sum(timings) / len(timings), "db_mb": size / 1e6, "reasons": reasons}
+            "mean": sum(timings) / len(timings), "reasons": reasons}
+
+
+def bench_lookup(work: Path, records: int, lookups: int, seed: int,
+                 pg_admin: str | None = None, pg_copy: str = "cli",
+                 keep: bool = False) -> dict:
+    ledger, build_seconds = build_ledger(work, records, seed)
+    settings = config.parse(CONFIG.format(data_dir=work / "lookup"), None, work)
+    try:
+        result = time_lookups(settings, ledger, records, lookups, seed)
+        if pg_admin:
+            print(f"(b) SQLite lookups done; {common.load_note()}", flush=True)
+            result["pg"] = bench_pg_lookup(work, settings, ledger, pg_admin, pg_copy, records,
+                                           lookups, seed, keep)
+    finally:
+        ledger.close()
+    size = sum(f.stat().st_size for f in (work / "lookup").iterdir())
+    return {**result, "records": records, "build_seconds": build_seconds,
+            "build_per_second": records / build_seconds, "db_mb": size / 1e6}
+
+
+# -- (b) on PostgreSQL: `gateway ledger copy`, then the same lookups --------------------
+
+
+def create_database(admin_url: str) -> tuple[str, str]:
+    """A fresh, empty database next to `admin_url`'s: (its name, its URL)."""
+    import psycopg  # only with --pg-admin: SQLite runs need no driver
+
+    name = f"bench_core_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def copy_with_cli(work: Path, url: str) -> None:
+    """`gateway ledger copy --to URL --quiet` in its own process, on the config whose
+    data_dir holds the SQLite ledger; the gateway package of this checkout."""
+    cfg = work / "gateway.toml"
+    cfg.write_text(CONFIG.format(data_dir=work / "lookup"), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(common.REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "ledger", "copy", "--to", url,
+                          "--quiet", "--config", str(cfg)],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"gateway ledger copy failed ({out.returncode}): {out.stderr}")
+
+
+def history_plan(ledger) -> str:
+    """How PostgreSQL runs the history lookup: the scans of its EXPLAIN."""
+    from gateway.ledger.queries import HISTORY_SELECT
+
+    address = email_address(1)
+    rows = ledger._tuples("EXPLAIN " + HISTORY_SELECT,
+                          (address, "email", "acme", address, "acme", ALL_ORGS))
+    return "; ".join(r[0].strip(" ->") for r in rows if "Scan" in r[0])
+
+
+def bench_pg_lookup(work: Path, settings: config.Settings, source: Ledger, admin_url: str,
+                    how: str, records: int, lookups: int, seed: int, keep: bool) -> dict:
+    from gateway.ledger.postgres import PostgresLedger, redact
+    from gateway.ledger.transfer import copy_ledger, count
+
+    name, url = create_database(admin_url)
+    try:
+        total = sum(count(source, t) for t in ("evidence", "optouts", "decisions", "tokens"))
+        started = time.perf_counter()
+        if how == "cli":
+            copy_with_cli(work, url)
+            target = PostgresLedger(url)
+        else:
+            target = PostgresLedger(url, upgrade=True)  # what the CLI opens
+            copy_ledger(source, target)
+        copy_seconds = time.perf_counter() - started
+        try:
+            print(f"(b) PostgreSQL copy done ({copy_seconds:.1f} s); {common.load_note()}",
+                  flush=True)
+            started = time.perf_counter()
+            for table in ("evidence", "optouts"):
+                target._write(f"VACUUM (ANALYZE) {table}", ())
+            vacuum_seconds = time.perf_counter() - started
+            plan = history_plan(target)
+            result = time_lookups(settings, target, records, lookups, seed)
+            size = target._tuples("SELECT pg_database_size(current_database())")[0][0]
+        finally:
+            target.close()
+    finally:
+        if keep:
+            print(f"    kept the PostgreSQL ledger at {redact(url)}")
+        else:
+            drop_database(admin_url, name)
+    return {**result, "copied": total, "copy_seconds": copy_seconds,
+            "copy_per_second": total / copy_seconds, "copy_how": how,
+            "vacuum_seconds": vacuum_seconds, "plan": plan, "db_mb": size / 1e6}
 
 
 # -- (c) CSV import ----------------------------------------------------------------------
@@ -255,6 +363,22 @@ def bench_import(work: Path, rows: int, seed: int) -> dict:
 # -- report ------------------------------------------------------------------------------
 
 
+def pg_rows(pg: dict) -> list[list]:
+    what = ("gateway ledger copy" if pg["copy_how"] == "cli" else "copy_ledger()")
+    return [
+        [f"(b) PostgreSQL: {what}, {pg['copied']:,} records",
+         f"{pg['copy_per_second']:,.0f} records/s",
+         f"{pg['copy_seconds']:.1f} s; then VACUUM ANALYZE {pg['vacuum_seconds']:.1f} s, "
+         f"{pg['db_mb']:.0f} MB",
+         "met" if pg["copy_seconds"] * 1_000_000 / pg["copied"] < 120
+         else "MISSED (1M in < 2 min)"],
+        [f"(b) PostgreSQL: evaluate() on it, {pg['lookups']:,} random addresses",
+         f"p50 {pg['p50']:.3f} ms  p99 {pg['p99']:.3f} ms",
+         f"p90 {pg['p90']:.3f}  max {pg['max']:.2f}  mean {pg['mean']:.3f} ms",
+         "met" if pg["p99"] < 5.0 else "MISSED (p99 < 5 ms)"],
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--decisions", type=int, default=300_000, help="engine decisions")
@@ -266,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=20260205)
     p.add_argument("--work-dir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the databases and the CSV")
+    p.add_argument("--pg-admin", metavar="URL", default=None,
+                   help="also run (b) on PostgreSQL, in a fresh database created through URL "
+                        "(postgresql://…; the role must be allowed to CREATE DATABASE)")
+    p.add_argument("--pg-copy", choices=("cli", "function"), default="cli",
+                   help="load it with `gateway ledger copy` (cli, the default) or by calling "
+                        "copy_ledger in this process (function)")
     args = p.parse_args(argv)
     parts = {x.strip() for x in args.only.split(",") if x.strip()}
 
@@ -283,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             print("    outcome mix: " + ", ".join(f"{k} {v}" for k, v in
                                                   e["reasons"].most_common()))
         if "lookup" in parts:
-            lk = bench_lookup(work, args.records, args.lookups, args.seed)
+            lk = bench_lookup(work, args.records, args.lookups, args.seed, args.pg_admin,
+                              args.pg_copy, args.keep)
             print(f"(b) lookup done; {common.load_note()}", flush=True)
             rows.append([f"(b) ledger build: {lk['records']:,} records",
                          f"{lk['build_per_second']:,.0f} records/s",
@@ -294,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
                          "met" if lk["p99"] < 1.0 else "MISSED (p99 < 1 ms)"])
             print("    outcome mix: " + ", ".join(f"{k} {v}" for k, v in
                                                   lk["reasons"].most_common()))
+            if "pg" in lk:
+                rows.extend(pg_rows(lk["pg"]))
+                print("    PostgreSQL outcome mix: " + ", ".join(
+                    f"{k} {v}" for k, v in lk["pg"]["reasons"].most_common()))
+                print(f"    PostgreSQL plan: {lk['pg']['plan']}")
         if "import" in parts:
             im = bench_import(work, args.import_rows, args.seed)
             print(f"(c) import done; {common.load_note()}", flush=True)

@@ -52,4 +52,6 @@ def copy_ledger(source: Ledger, target: PostgresLedger,
                     cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                 f"GREATEST({top}, 1), {top} IS NOT NULL)")
             copied[table] = n
+        for table in TABLES:  # plans from real statistics at once, not after autovacuum
+            conn.execute(f"ANALYZE {table}")
     return copied
