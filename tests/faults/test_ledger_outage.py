@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 TWILIO_TOKEN = "twilio-auth-token"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 NUMBER = "+447400123000"
+PASSWORD = "pw-never-shown"
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,10 @@ async def gw(tmp_path, own_cluster):
         smtp_extra="", http_port=http_port, secret='"s"', reply_handling="rewrite",
         upstream=f"smtp://127.0.0.1:{sink.port}?tls=none", max_age="5d", dkim="",
         org_name="Acme Garden Ltd"))
+    # With a password in the URL (trust authentication ignores it): it must never show.
+    ledger_url = own_cluster.new_database().replace("gateway@", f"gateway:{PASSWORD}@")
     text += (f'\n[sms.twilio]\naccount_sid = "AC1"\nauth_token = "{TWILIO_TOKEN}"\n'
-             f'\n[ledger]\nurl = "{own_cluster.new_database()}"\n')
+             f'\n[ledger]\nurl = "{ledger_url}"\n')
     settings = config.parse(text, None, tmp_path)
     running = await server.start(settings)
     running.sink = sink
@@ -104,7 +107,7 @@ async def until(check, timeout: float = 15.0):
         await asyncio.sleep(0.2)
 
 
-async def test_while_the_ledger_is_down_nothing_is_accepted_and_opt_outs_are_kept(gw):
+async def test_while_the_ledger_is_down_nothing_is_accepted_and_opt_outs_are_kept(gw, caplog):
     rt = gw.runtime
     for who in ("jane@example.com", "tom@example.com"):
         seed(rt, address=who, **SOFT_OPT_IN)
@@ -139,6 +142,12 @@ async def test_while_the_ledger_is_down_nothing_is_accepted_and_opt_outs_are_kep
             async with http.get(url(gw, "/healthz")) as resp:
                 return resp.status == 200 and not rt.optouts.pending.count
         assert await until(recovered)
+        async with http.get(url(gw, "/status.json"), headers=ADMIN) as resp:
+            status = await resp.text()
+        async with http.get(url(gw, "/status"), headers=ADMIN) as resp:
+            status += await resp.text()
+    assert PASSWORD not in status and PASSWORD not in caplog.text
+    assert "ledger at postgresql://gateway:***@" in caplog.text  # what the log says instead
     assert [o["method"] for o in rt.ledger.opt_out_rows("jane@example.com")] == ["one-click"]
     assert [o["method"] for o in rt.ledger.opt_out_rows("+447400123456")] == ["sms-keyword"]
     assert await send(gw, "jane@example.com", "<after-1@acme.test>") == 550
