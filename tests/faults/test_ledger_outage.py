@@ -161,6 +161,9 @@ async def test_a_burst_through_an_immediate_stop_and_start_loses_and_doubles_not
         seed(rt, address=who, **SOFT_OPT_IN)
     accepted: list[str] = []
     stops_answered: list[str] = []
+    texts_sent: list[str] = []
+    for n in range(20):
+        seed(rt, channel="sms", address=f"+4474001235{n:02d}", **SOFT_OPT_IN)
 
     async def mail(k: int) -> None:
         for n in range(15):
@@ -176,6 +179,15 @@ async def test_a_burst_through_an_immediate_stop_and_start_loses_and_doubles_not
                 stops_answered.append(f"SMburst{n}")
             await asyncio.sleep(0.03)
 
+    async def texts(http) -> None:
+        for n in range(20):
+            async with http.post(url(gw, "/api/v1/sms"), json={
+                    "to": f"+4474001235{n:02d}", "body": "Decking offer"},
+                    headers={"Authorization": "Bearer sk_news"}) as resp:
+                if resp.status == 202:
+                    texts_sent.append(f"+4474001235{n:02d}")
+            await asyncio.sleep(0.03)
+
     async def outage() -> None:
         await asyncio.sleep(0.3)
         await asyncio.to_thread(gw.cluster.stop, "immediate")
@@ -183,7 +195,8 @@ async def test_a_burst_through_an_immediate_stop_and_start_loses_and_doubles_not
         await asyncio.to_thread(gw.cluster.start)
 
     async with aiohttp.ClientSession() as http:
-        await asyncio.gather(*(mail(k) for k in range(3)), stops(http), outage())
+        await asyncio.gather(*(mail(k) for k in range(3)), stops(http), texts(http),
+                             outage())
 
         async def settled():
             return not rt.optouts.pending.count and not rt.spool.stats()["depth"]
@@ -199,3 +212,5 @@ async def test_a_burst_through_an_immediate_stop_and_start_loses_and_doubles_not
                 for o in rt.ledger.opt_out_rows(f"+4474001234{n:02d}")}
     assert set(stops_answered) <= recorded  # every STOP answered is in the ledger
     assert len(stops_answered) == 20  # and every one was answered
+    decided_texts = {n for n in texts_sent if any(d["allowed"] for d in rt.ledger.decisions_for(n))}
+    assert texts_sent and decided_texts == set(texts_sent)  # no text sent undecided
