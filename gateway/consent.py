@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from .config import Settings, Stream
@@ -62,6 +63,8 @@ class ConsentService:
         self.settings = settings
         self.ledger = ledger
         self.writer = writer or Writer(ledger)
+        # Tells this service's decisions from those of an earlier run (other settings).
+        self.incarnation = secrets.token_hex(8)
 
     def org_policy(self, org_id: str) -> OrgPolicy:
         # An unknown org has no evidence and the strictest type: it can only be blocked.
@@ -71,10 +74,30 @@ class ConsentService:
 
     def evaluate(self, c: Classification, channel: str, address: str) -> Decision:
         """The decision alone, recorded nowhere (for `gateway check`)."""
-        ctx = MessageContext(org=self.org_policy(c.org), channel=channel, purpose=c.purpose,
-                             nature=c.nature, category=c.category)
+        return self.assess(c, channel, address)[0]
+
+    def assess(self, c: Classification, channel: str, address: str
+               ) -> tuple[Decision, int | None]:
+        """`evaluate`, and for a decision that allows and cannot lapse with time, how many
+        opt-out rows (opt-outs and opt-ins) of this person and org it saw: with this
+        service's `incarnation`, what `still_allows` later checks."""
+        org = self.org_policy(c.org)
+        ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
+                             category=c.category)
         evidence, optouts = self.ledger.history(c.org, channel, address)
-        return decide(ctx, evidence, optouts, self.settings.gateway.ruleset)
+        decision = decide(ctx, evidence, optouts, self.settings.gateway.ruleset)
+        timeless = not (org.soft_opt_in_max_age_days or org.indirect_consent_max_age_days)
+        return decision, len(optouts) if decision.allowed and timeless else None
+
+    def still_allows(self, org: str, address: str, incarnation: str | None,
+                     optouts_seen: int | None) -> bool:
+        """Whether a decision `assess` made (here, `optouts_seen` rows) must still allow,
+        decided with one count instead of the whole decision. It must when this service
+        made it (same settings, rule set and mode) and the person has the same opt-out
+        rows: the ledger is append-only and evidence added since can only allow more.
+        False means: decide again in full."""
+        return (incarnation == self.incarnation and optouts_seen is not None
+                and self.ledger.opt_out_count(org, address) == optouts_seen)
 
     def decide(self, c: Classification, channel: str, address: str,
                message_id: str | None = None) -> Verdict:

@@ -205,6 +205,12 @@ class LedgerQueries:
         return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7])
                      for r in self._tuples(sql + " ORDER BY id", params))
 
+    def opt_out_count(self, org: str, address: str) -> int:
+        """How many opt-out rows (opt-outs and opt-ins) `history` reads for this person and
+        org: the same rows, counted on the index alone."""
+        return self._tuples("SELECT COUNT(*) FROM optouts WHERE address = ? AND org IN (?, ?)",
+                            [address, org, ALL_ORGS])[0][0]
+
     def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:
         sql, params = "SELECT * FROM optouts WHERE address = ?", [address]
         if org:

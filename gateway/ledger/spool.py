@@ -32,8 +32,10 @@ CREATE TABLE IF NOT EXISTS spool (
     status TEXT NOT NULL DEFAULT 'queued',   -- queued | delivered | bounced | dropped
     last_error TEXT, finished_at REAL,
     -- a marketing copy: what its decision was made on, to decide it again before each
-    -- attempt (NULL for service copies, DSNs, bounces and relayed replies)
-    address TEXT, purpose TEXT, nature TEXT, category TEXT
+    -- attempt (NULL for service copies, DSNs, bounces and relayed replies); and, for one
+    -- that allowed, which run decided it and the opt-out rows it saw (ConsentService)
+    address TEXT, purpose TEXT, nature TEXT, category TEXT,
+    incarnation TEXT, optouts_seen INTEGER
 );
 CREATE INDEX IF NOT EXISTS spool_due ON spool (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS delivery_log (
@@ -43,10 +45,11 @@ CREATE TABLE IF NOT EXISTS delivery_log (
 CREATE INDEX IF NOT EXISTS delivery_log_at ON delivery_log (at);
 """
 # Columns added since 0.2 (a spool written by 0.2 gains them, NULL, when opened).
-ADDED_COLUMNS = {"address": "TEXT", "purpose": "TEXT", "nature": "TEXT", "category": "TEXT"}
+ADDED_COLUMNS = {"address": "TEXT", "purpose": "TEXT", "nature": "TEXT", "category": "TEXT",
+                 "incarnation": "TEXT", "optouts_seen": "INTEGER"}
 # Every column a copy is read back from, in `_row_to_copy` order.
 COPY_COLUMNS = ("id, kind, mail_from, rcpt, data, message_id, stream, org, created_at, "
-                "attempts, address, purpose, nature, category")
+                "attempts, address, purpose, nature, category, incarnation, optouts_seen")
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -67,6 +70,8 @@ class Marketing:
     purpose: str
     nature: str
     category: str | None
+    incarnation: str | None = None  # see ConsentService.still_allows
+    optouts_seen: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,13 +91,13 @@ class Copy:
         """The columns `kind` … `category` of its spool row, in SCHEMA order."""
         m = self.marketing
         return (self.kind, self.message_id, self.stream, self.org, self.mail_from, self.rcpt,
-                self.data, *((m.address, m.purpose, m.nature, m.category) if m
-                             else (None, None, None, None)))
+                self.data, *((m.address, m.purpose, m.nature, m.category, m.incarnation,
+                              m.optouts_seen) if m else (None,) * 6))
 
 
 def _row_to_copy(r: Sequence) -> QueuedCopy:
     """A row of `SELECT {COPY_COLUMNS}` as a queued copy."""
-    marketing = Marketing(r[10], r[11], r[12], r[13]) if r[11] is not None else None
+    marketing = Marketing(*r[10:16]) if r[11] is not None else None
     return QueuedCopy(r[0], Copy(r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], marketing),
                       r[8], r[9])
 
@@ -164,7 +169,8 @@ class Spool:
                 rows = src.execute(
                     "SELECT kind, message_id, stream, org, mail_from, rcpt, data, created_at, "
                     "next_attempt_at, attempts, last_error, address, purpose, nature, "
-                    "category FROM spool WHERE status = 'queued' ORDER BY id").fetchall()
+                    "category, incarnation, optouts_seen FROM spool WHERE status = 'queued' "
+                    "ORDER BY id").fetchall()
             finally:
                 src.close()
 
@@ -172,7 +178,8 @@ class Spool:
                 ids = next_ids(conn, "spool", len(rows))
                 insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, "
                             "mail_from, rcpt, data, created_at, next_attempt_at, attempts, "
-                            "last_error, address, purpose, nature, category) VALUES ",
+                            "last_error, address, purpose, nature, category, incarnation, "
+                            "optouts_seen) VALUES ",
                             [(i, *r) for i, r in zip(ids, rows)])
 
             self._tx(insert)
@@ -214,8 +221,8 @@ class Spool:
         def write(conn: sqlite3.Connection) -> list[int]:
             ids = next_ids(conn, "spool", len(copies)) if copies else range(0)
             insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, mail_from, "
-                        "rcpt, data, address, purpose, nature, category, created_at, "
-                        "next_attempt_at) VALUES ",
+                        "rcpt, data, address, purpose, nature, category, incarnation, "
+                        "optouts_seen, created_at, next_attempt_at) VALUES ",
                         [(i, *c.values(), now, now) for i, c in zip(ids, copies)])
             if finishes:
                 self._finish_rows(conn, finishes, now)

@@ -279,12 +279,18 @@ class Ledger(LedgerQueries):
             return int(cur.lastrowid or 0)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        cur = self._reader().execute(sql, tuple(params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        try:
+            cur = self._reader().execute(sql, tuple(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"ledger read failed: {exc}") from exc
 
     def _tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        return self._reader().execute(sql, tuple(params)).fetchall()
+        try:
+            return self._reader().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"ledger read failed: {exc}") from exc
 
     def healthy(self) -> bool:
         """The store can start a write transaction now and its disk has room."""

@@ -65,7 +65,7 @@ def prepare(rt: Runtime, raw: bytes, mail_from: str, rcpts: list[str],
     out = Prepared(message_id, c)
     for rcpt in rcpts:
         address = normalise_email(rcpt)
-        decision = rt.consent.evaluate(c, "email", address)
+        decision, optouts_seen = rt.consent.assess(c, "email", address)
         out.decisions.append((address, decision))
         deliver = decision.allowed or rt.settings.gateway.monitor
         if not deliver:
@@ -73,7 +73,7 @@ def prepare(rt: Runtime, raw: bytes, mail_from: str, rcpts: list[str],
                                        f"{decision.reason}", decision.reason))
         elif decision.needs_opt_out:
             out.copies.append(_marketing_copy(rt, raw, mail_from, rcpt, address, c, message_id,
-                                              out.tokens))
+                                              out.tokens, optouts_seen))
         else:
             data = strip_headers(raw, GATEWAY_HEADER_PREFIX)
             out.copies.append(Copy("copy", mail_from, rcpt, data, message_id, c.stream, c.org))
@@ -111,7 +111,8 @@ def footer(rt: Runtime, name: str, org_name: str, token: str) -> str:
 
 
 def _marketing_copy(rt: Runtime, raw: bytes, mail_from: str, rcpt: str, address: str,
-                    c: Classification, message_id: str, tokens: list[TokenRecord]) -> Copy:
+                    c: Classification, message_id: str, tokens: list[TokenRecord],
+                    optouts_seen: int | None) -> Copy:
     token, record = rt.tokens.issue(org=c.org, channel="email", address=address,
                                     stream=c.stream, message_id=message_id)
     url = rt.unsubscribe_url(token)
@@ -129,4 +130,5 @@ def _marketing_copy(rt: Runtime, raw: bytes, mail_from: str, rcpt: str, address:
         data = rt.dkim.sign(data)
     tokens.append(dataclasses.replace(record, reply_to=result.original_reply_to))
     return Copy("copy", mail_from, rcpt, data, message_id, c.stream, c.org,
-                Marketing(address, c.purpose, c.nature, c.category))
+                Marketing(address, c.purpose, c.nature, c.category, rt.consent.incarnation,
+                          optouts_seen))

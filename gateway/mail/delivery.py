@@ -237,9 +237,13 @@ class Delivery:
         marketing = c.marketing or legacy_marketing(self.rt, c)
         if marketing is None:
             return None
+        consent = self.rt.consent
+        if consent.still_allows(c.org or "", marketing.address, marketing.incarnation,
+                                marketing.optouts_seen):
+            return None  # nothing that could change it has: the same decision, for a count
         what = Classification(org=c.org or "", stream=c.stream, purpose=marketing.purpose,
                               nature=marketing.nature, category=marketing.category)
-        decision = self.rt.consent.evaluate(what, "email", marketing.address)
+        decision = consent.evaluate(what, "email", marketing.address)
         return None if decision.allowed else (what, marketing.address, decision)
 
     async def _drop_blocked(self, item: QueuedCopy, what: Classification, address: str,

@@ -172,3 +172,53 @@ def test_the_spool_keeps_what_a_marketing_copy_was_decided_on(tmp_path, marketin
         assert back.copy.marketing == marketing
     finally:
         spool.close()
+
+
+# -- the cheap check: one count instead of a whole decision, when it must give the same ----
+
+
+def stamped(rt, address: str):
+    from gateway.consent import classify
+    return rt.consent.assess(classify(rt.settings.stream("acme-news")), "email", address)
+
+
+def test_an_allowing_decision_still_allows_while_the_persons_opt_out_rows_are_unchanged(
+        tmp_path):
+    from gateway.runtime import Runtime
+    rt = Runtime.open(make_settings(tmp_path))
+    try:
+        seed(rt, address="amy@example.com", **SOFT_OPT_IN)
+        decision, seen = stamped(rt, "amy@example.com")
+        assert decision.allowed and seen == 0
+        seed(rt, address="amy@example.com", basis="consent")  # more evidence: still allows
+        assert rt.consent.still_allows("acme", "amy@example.com", rt.consent.incarnation, seen)
+        rt.ledger.record_opt_out("acme", "email", "amy@example.com", source="phone")
+        assert not rt.consent.still_allows("acme", "amy@example.com", rt.consent.incarnation,
+                                           seen)  # decide again in full
+        rt.ledger.record_opt_out("*", "sms", "amy@example.com", source="any org, any row")
+        assert rt.ledger.opt_out_count("acme", "amy@example.com") == 2
+    finally:
+        rt.close()
+
+
+def test_a_decision_of_another_run_or_one_that_can_lapse_is_always_decided_in_full(tmp_path):
+    from gateway.runtime import Runtime
+    rt = Runtime.open(make_settings(tmp_path))
+    try:
+        seed(rt, address="bea@example.com", **SOFT_OPT_IN)
+        decision, seen = stamped(rt, "bea@example.com")
+        assert not rt.consent.still_allows("acme", "bea@example.com", "an-earlier-run", seen)
+        blocked, none_seen = stamped(rt, "nobody@example.com")
+        assert not blocked.allowed and none_seen is None  # only allowing decisions stamp
+    finally:
+        rt.close()
+    aged = make_settings(tmp_path / "aged")
+    aged = dataclasses.replace(aged, orgs={k: dataclasses.replace(
+        o, soft_opt_in_max_age_days=400) for k, o in aged.orgs.items()})
+    rt = Runtime.open(aged)
+    try:
+        seed(rt, address="bea@example.com", **SOFT_OPT_IN)
+        decision, seen = stamped(rt, "bea@example.com")
+        assert decision.allowed and seen is None  # it may lapse with time: no stamp
+    finally:
+        rt.close()
