@@ -72,14 +72,18 @@ class PostgresLedger(LedgerQueries):
 
     backend = "postgresql"
 
-    def __init__(self, url: str, *, upgrade: bool = False, pool_size: int = 8):
+    def __init__(self, url: str, *, upgrade: bool = False, pool_size: int = 16):
         self.url = url
         self.where = redact(url)
         self._failing_until = 0.0
         self._local = threading.local()
         self.commits = 0  # transactions of write_batch (for tests)
+        self._held: set[psycopg.Connection] = set()  # connections kept by threads
+        self._generation = 0  # one more after each connection failure
+        self._held_lock = threading.Lock()
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
+            check=psycopg_pool.ConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": 3,
                     "application_name": "consent-gateway",
                     # A server that vanishes from the network: give up on a query after
@@ -110,16 +114,35 @@ class PostgresLedger(LedgerQueries):
         if time.monotonic() < self._failing_until:
             raise StoreUnavailable(f"ledger at {self.where} unreachable (retrying shortly)")
         try:
-            with self.pool.connection() as conn:
-                yield conn
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and self._local.generation != self._generation:
+                self._drop_conn()  # kept from before a failure: the server may be new
+                conn = None
+            if conn is None:  # this thread keeps one: no pool checkout per statement
+                conn = self._local.conn = self.pool.getconn()  # checked by the pool
+                self._local.generation = self._generation
+                with self._held_lock:
+                    self._held.add(conn)
+            yield conn
             self._failing_until = 0.0
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
+            self._generation += 1  # every thread takes a fresh connection next time
+            self._drop_conn()  # the pool replaces it, reconnecting in the background
             raise StoreUnavailable(f"ledger at {self.where} unavailable: "
                                    f"{type(exc).__name__}") from exc
         except psycopg.Error as exc:
             raise StoreUnavailable(f"ledger error: {type(exc).__name__}: "
                                    f"{exc.diag.message_primary or exc}") from exc
+
+    def _drop_conn(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._held_lock:
+                self._held.discard(conn)
+            with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
+                self.pool.putconn(conn)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
         with self._conn() as conn:
@@ -154,7 +177,12 @@ class PostgresLedger(LedgerQueries):
         return self._tuples("SELECT MAX(version) FROM schema_migrations")[0][0]
 
     def close(self) -> None:
-        self.pool.close()
+        self.pool.close(timeout=1.0)
+        with self._held_lock:  # the connections threads kept (the pool closes only its own)
+            held, self._held = list(self._held), set()
+        for conn in held:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     def healthy(self) -> bool:
         """The primary answers and takes writes (not a standby in recovery)."""
@@ -224,6 +252,10 @@ class PostgresLedger(LedgerQueries):
                     decisions: Sequence[tuple[Decision, DecisionRecord]] = ()) -> list[int]:
         """Tokens and decisions in one transaction; the decisions' ids, in order."""
         at = now_iso()
+        if len(tokens) <= ROWS_PER_STATEMENT and 0 < len(decisions) <= ROWS_PER_STATEMENT:
+            ids = self._write_one_statement(tokens, decisions, at)
+            self.commits += 1
+            return ids
         with self._conn() as conn, conn.transaction():
             ids: list[int] = []
             if decisions:
@@ -237,6 +269,26 @@ class PostgresLedger(LedgerQueries):
                                                 for i, (d, what) in zip(ids, decisions)])
         self.commits += 1
         return ids
+
+    def _write_one_statement(self, tokens: Sequence[TokenRecord],
+                             decisions: Sequence[tuple[Decision, DecisionRecord]],
+                             at: str) -> list[int]:
+        """Tokens and decisions as one statement (its own transaction: one round trip),
+        the tokens in a data-modifying WITH; the decisions' ids come back in VALUES order
+        (PostgreSQL returns an INSERT's rows in the order inserted, as Django's
+        bulk_create relies on)."""
+        params: list = []
+        sql = ""
+        if tokens:
+            sql = "WITH t AS (INSERT INTO tokens VALUES " + ",".join(  # noqa: S608
+                ["(%s,%s,%s,%s,%s,%s,%s,%s)"] * len(tokens)) + ") "
+            params += [v for t in tokens for v in (t.id, t.org, t.channel, t.address, t.stream,
+                                                    t.message_id, t.reply_to, at)]
+        sql += DECISION_INSERT_NO_ID + ",".join(["(" + ",".join(["%s"] * 16) + ")"]
+                                                 * len(decisions)) + " RETURNING id"
+        params += [v for d, what in decisions for v in _decision_row(0, at, d, what)[1:]]
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute(sql, params).fetchall()]
 
     def try_write_now(self, tokens: Sequence[TokenRecord] = (),
                       decisions: Sequence[tuple[Decision, DecisionRecord]] = ()
@@ -263,6 +315,9 @@ class PostgresLedger(LedgerQueries):
             for row in cur:
                 names = names or [d.name for d in cur.description]
                 yield dict(zip(names, row))
+
+
+DECISION_INSERT_NO_ID = DECISION_INSERT.replace("(id, ", "(", 1)
 
 
 def insert_rows(conn: psycopg.Connection, head: str, rows: Sequence[tuple]) -> None:
