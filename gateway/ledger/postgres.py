@@ -16,13 +16,14 @@ psycopg). Differences that matter:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -45,9 +46,10 @@ from .queries import (
     now_iso,
 )
 
-# Reads run on the event loop: a connection must come at once or not at all (the pool
-# has several; waiting longer only means the server is gone and the pool is reconnecting).
-CHECKOUT_SECONDS = 0.25
+T = TypeVar("T")
+# A thread takes a connection from the pool once and keeps it (again after a failure): a
+# second at most, else the server is gone and the pool is still reconnecting.
+CHECKOUT_SECONDS = 1.0
 FAIL_FAST_SECONDS = 1.0
 # Lock ids (pg_advisory_xact_lock): the ledger's write lock, and schema creation.
 WRITE_LOCK = 0x6C656467  # "ledg"
@@ -82,7 +84,7 @@ class PostgresLedger(LedgerQueries):
         self._generation = 0  # one more after each connection failure
         self._held_lock = threading.Lock()
         self.pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
+            url, min_size=2, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
             check=psycopg_pool.ConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": 3,
                     "application_name": "consent-gateway",
@@ -153,6 +155,10 @@ class PostgresLedger(LedgerQueries):
     def _tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._conn() as conn:
             return conn.execute(pg(sql), tuple(params)).fetchall()
+
+    async def aread(self, read: Callable[..., T], *args: Any) -> T:
+        """A round trip to the server: in a thread, not on the event loop."""
+        return await asyncio.to_thread(read, *args)
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
         with self._conn() as conn:
