@@ -16,14 +16,13 @@ psycopg). Differences that matter:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -46,7 +45,6 @@ from .queries import (
     now_iso,
 )
 
-T = TypeVar("T")
 # A thread takes a connection from the pool once and keeps it (again after a failure): a
 # second at most, else the server is gone and the pool is still reconnecting.
 CHECKOUT_SECONDS = 1.0
@@ -155,10 +153,6 @@ class PostgresLedger(LedgerQueries):
     def _tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._conn() as conn:
             return conn.execute(pg(sql), tuple(params)).fetchall()
-
-    async def aread(self, read: Callable[..., T], *args: Any) -> T:
-        """A round trip to the server: in a thread, not on the event loop."""
-        return await asyncio.to_thread(read, *args)
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
         with self._conn() as conn:
