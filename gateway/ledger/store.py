@@ -140,6 +140,20 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
     return list(ids)
 
 
+def _enable_wal(db: sqlite_utils.Database, tries: int = 50) -> None:
+    """WAL mode. Switching a new file to it takes the whole file for a moment, and SQLite
+    answers "locked" at once (no busy wait) to a process that opens it meanwhile (gateways
+    starting together): try again for a few seconds."""
+    for attempt in range(tries):
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
 class Ledger(LedgerQueries):
     """Thread-safe handle on the ledger database. Writes share one connection and are
     serialised; reads use a connection of their own thread's (WAL: a read never waits for
@@ -157,7 +171,7 @@ class Ledger(LedgerQueries):
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
                                isolation_level=None)
         self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
+        _enable_wal(self.db)
         # NORMAL in WAL mode survives a killed process (the OS has the WAL); the spool,
         # which holds accepted mail, uses FULL and fsyncs every commit.
         conn.execute("PRAGMA synchronous=NORMAL")
