@@ -32,6 +32,16 @@ def _normalise(settings, channel: str, address: str, org: str | None) -> str:
     return normalise(channel, address, region)
 
 
+def ledger_location(settings) -> str:
+    """Where the ledger is, as `gateway run` says it: a path, or the URL without its
+    password."""
+    url = settings.ledger.url
+    if settings.ledger.postgres:
+        from .ledger.postgres import redact
+        return f"PostgreSQL {redact(url)}"
+    return str(url.removeprefix("sqlite:///") if url else settings.gateway.data_dir / "ledger.db")
+
+
 def cmd_run(args) -> int:
     from . import logs
     from .ledger.spool import SpoolBusy
@@ -44,6 +54,7 @@ def cmd_run(args) -> int:
         print(f"consent gateway {s.gateway.mode} mode, rule set {s.gateway.ruleset}")
         print(f"  config:   {s.path or 'built-in defaults'}")
         print(f"  data:     {s.gateway.data_dir}")
+        print(f"  ledger:   {ledger_location(s)}")
         print(f"  http:     {s.http.listen}  (public URL {s.http.public_url})")
         if smtp:
             print(f"  smtp:     {s.smtp.listen}")

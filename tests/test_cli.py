@@ -345,3 +345,15 @@ def test_import_rejects_a_row_dated_in_the_future_or_without_a_source_by_line(
     assert f"{path}:4: rejected: obtained_at" in err and "future" in err
     assert f"{path}:5: rejected: source" in err
     assert ledger.evidence_for("tom@example.com") == ledger.evidence_for("amy@example.com") == ()
+
+
+def test_gateway_run_names_where_the_ledger_is_without_its_password(tmp_path):
+    from gateway import config
+    from gateway.cli import ledger_location
+
+    shared = config.parse('[ledger]\nurl = "postgresql://gw:s3cret@db:5432/consent"\n', None,
+                          tmp_path)
+    local = config.parse("", None, tmp_path)
+
+    assert ledger_location(shared) == "PostgreSQL postgresql://gw:***@db:5432/consent"
+    assert ledger_location(local) == str(tmp_path / "var" / "ledger.db")
