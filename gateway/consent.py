@@ -81,20 +81,10 @@ class ConsentService:
         """`evaluate`, and for a decision that allows and cannot lapse with time, how many
         opt-out rows (opt-outs and opt-ins) of this person and org it saw: with this
         service's `incarnation`, what `still_allows` later checks."""
-        return self._judge(c, channel, self.ledger.history(c.org, channel, address))
-
-    async def aassess(self, c: Classification, channel: str, address: str
-                      ) -> tuple[Decision, int | None]:
-        """`assess` from the event loop (the ledger read through `aread`)."""
-        history = await self.ledger.aread(self.ledger.history, c.org, channel, address)
-        return self._judge(c, channel, history)
-
-    def _judge(self, c: Classification, channel: str, history: tuple
-               ) -> tuple[Decision, int | None]:
         org = self.org_policy(c.org)
         ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
                              category=c.category)
-        evidence, optouts = history
+        evidence, optouts = self.ledger.history(c.org, channel, address)
         decision = decide(ctx, evidence, optouts, self.settings.gateway.ruleset)
         timeless = not (org.soft_opt_in_max_age_days or org.indirect_consent_max_age_days)
         return decision, len(optouts) if decision.allowed and timeless else None
@@ -109,13 +99,6 @@ class ConsentService:
         return (incarnation == self.incarnation and optouts_seen is not None
                 and self.ledger.opt_out_count(org, address) == optouts_seen)
 
-    async def astill_allows(self, org: str, address: str, incarnation: str | None,
-                            optouts_seen: int | None) -> bool:
-        """`still_allows` from the event loop."""
-        if incarnation != self.incarnation or optouts_seen is None:
-            return False
-        return await self.ledger.aread(self.ledger.opt_out_count, org, address) == optouts_seen
-
     def decide(self, c: Classification, channel: str, address: str,
                message_id: str | None = None) -> Verdict:
         """Decide and record."""
@@ -125,8 +108,8 @@ class ConsentService:
                       message_id: str | None = None) -> Verdict:
         """`decide` from the event loop: the lookup here (an indexed read, no lock), the
         record through the writer (batched with other requests' writes)."""
-        decision, _ = await self.aassess(c, channel, address)
-        return await self.arecord(c, channel, address, decision, message_id)
+        return await self.arecord(c, channel, address, self.evaluate(c, channel, address),
+                                  message_id)
 
     def entry(self, c: Classification, channel: str, address: str, decision: Decision,
               message_id: str | None = None) -> tuple[Decision, DecisionRecord]:

@@ -70,8 +70,6 @@ def pg(sql: str) -> str:
 class PostgresLedger(LedgerQueries):
     """The ledger in a PostgreSQL database (`url`: a libpq URL; PG* variables apply)."""
 
-    backend = "postgresql"
-
     def __init__(self, url: str, *, upgrade: bool = False, pool_size: int = 16):
         self.url = url
         self.where = redact(url)

@@ -8,11 +8,10 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
 
-T = TypeVar("T")
 TABLES = ("evidence", "optouts", "decisions", "tokens")  # what the ledger holds, in copy order
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
@@ -158,13 +157,6 @@ class LedgerQueries:
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
         raise NotImplementedError
-
-    async def aread(self, read: Callable[..., T], *args: Any) -> T:
-        """`read(*args)` for the event loop: on the spot. Measured on PostgreSQL too: a
-        round trip in a thread cost texts 0.72 -> 0.52 of the SQLite gateway's rate
-        (thread hops and GIL turns cost more than the wait), so both read here; the way
-        to a non-blocking read is an async connection (see docs/decisions.md)."""
-        return read(*args)
 
     def exclusive(self):
         raise NotImplementedError

@@ -189,7 +189,7 @@ class Delivery:
         first, against the ledger as it is now: a block drops it."""
         metrics = self.rt.metrics.delivery_attempts
         try:
-            blocked = await self._decide_again(item)
+            blocked = self._decide_again(item)
         except GatewayError as exc:  # fail closed: not now; maybe at the next attempt
             event(log, "redecision_failed", logging.ERROR, spool_id=item.id, error=repr(exc))
             await self._defer(item, "consent could not be checked again before delivery")
@@ -228,8 +228,7 @@ class Delivery:
         event(log, "delivered", spool_id=item.id, kind=item.copy.kind,
               message_id=item.copy.message_id or "", attempts=item.attempts + 1)
 
-    async def _decide_again(self, item: QueuedCopy
-                            ) -> tuple[Classification, str, Decision] | None:
+    def _decide_again(self, item: QueuedCopy) -> tuple[Classification, str, Decision] | None:
         """The decision that now blocks this marketing copy (with what it was made on),
         or None when it may go: not marketing, still allowed, or monitor mode."""
         c = item.copy
@@ -239,12 +238,12 @@ class Delivery:
         if marketing is None:
             return None
         consent = self.rt.consent
-        if await consent.astill_allows(c.org or "", marketing.address, marketing.incarnation,
-                                       marketing.optouts_seen):
+        if consent.still_allows(c.org or "", marketing.address, marketing.incarnation,
+                                marketing.optouts_seen):
             return None  # nothing that could change it has: the same decision, for a count
         what = Classification(org=c.org or "", stream=c.stream, purpose=marketing.purpose,
                               nature=marketing.nature, category=marketing.category)
-        decision, _ = await consent.aassess(what, "email", marketing.address)
+        decision = consent.evaluate(what, "email", marketing.address)
         return None if decision.allowed else (what, marketing.address, decision)
 
     async def _drop_blocked(self, item: QueuedCopy, what: Classification, address: str,

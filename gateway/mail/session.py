@@ -308,7 +308,7 @@ class GatewayHandler:
     async def _decide_at_rcpt(self, stream: Stream, address: str) -> str | None:
         """Without header overrides the decision is certain at RCPT: refuse blocks now."""
         c = classify(stream)
-        decision, _ = await self.rt.consent.aassess(c, "email", address)
+        decision = self.rt.consent.evaluate(c, "email", address)
         if decision.allowed or self.settings.gateway.monitor:
             return None
         verdict = await self.rt.consent.arecord(c, "email", address, decision)

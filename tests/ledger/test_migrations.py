@@ -168,6 +168,14 @@ def fill(ledger) -> None:
             "<m1@x>", "enforce"))] * 3)
 
 
+def filled_sqlite_ledger(tmp_path: Path) -> Path:
+    """An SQLite ledger holding `fill`'s records; the config that names it."""
+    source = open_ledger("", tmp_path / "data")
+    fill(source)
+    source.close()
+    return write_config(tmp_path)
+
+
 @pytest.fixture
 def pg_url(pg_cluster) -> str:
     return pg_cluster.new_database()
@@ -179,10 +187,7 @@ def audit(config: Path, capsys) -> dict:
 
 
 def test_ledger_copy_moves_every_record_with_its_id_and_time(tmp_path, pg_url, capsys):
-    source_config = write_config(tmp_path)
-    source = open_ledger("", tmp_path / "data")
-    fill(source)
-    source.close()
+    source_config = filled_sqlite_ledger(tmp_path)
     before = audit(source_config, capsys)
 
     assert main(["ledger", "copy", "--to", pg_url, "--quiet", "--config",
@@ -203,10 +208,7 @@ def test_ledger_copy_moves_every_record_with_its_id_and_time(tmp_path, pg_url, c
 
 
 def test_ledger_copy_refuses_a_target_that_holds_records(tmp_path, pg_url, capsys):
-    source_config = write_config(tmp_path)
-    source = open_ledger("", tmp_path / "data")
-    fill(source)
-    source.close()
+    source_config = filled_sqlite_ledger(tmp_path)
     target = open_ledger(pg_url, tmp_path)
     target.record_opt_out("acme", "email", "someone@example.com")
     target.close()
