@@ -128,7 +128,12 @@ class Finish:
 
 class Spool:
     """Queue operations, each one short transaction. In a running gateway one thread
-    writes (gateway.ledger.writer batches everyone's writes into `write_batch`)."""
+    writes (gateway.ledger.writer batches everyone's writes into `write_batch`).
+
+    The spool is the one hand-off between accepting and delivering: delivery `take`s due
+    copies, and a copy stays taken (by this process) until the transaction recording its
+    attempt is committed. Taking and that release happen under the connection's lock, so
+    a read never sees a finished copy as still queued, and a restart frees every copy."""
 
     def __init__(self, data_dir: Path | str, filename: str = "spool.db"):
         path = Path(data_dir)
@@ -141,6 +146,7 @@ class Spool:
             raise SpoolBusy(f"{self.path} is in use by another gateway process "
                             "(two gateways on one data_dir?)")
         self._lock = threading.Lock()  # the connection: one transaction or read at a time
+        self._taken: set[int] = set()  # handed to delivery, attempt not yet recorded
         self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
                                     isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -190,14 +196,16 @@ class Spool:
             os.close(owner)
         return len(rows)
 
-    def _tx(self, fn):
+    def _tx(self, fn, released: Iterable[int] = ()):
         """Run `fn(conn)` in one committed (fsync'd) write transaction; its result.
-        StoreUnavailable when it could not be committed: then nothing was."""
+        StoreUnavailable when it could not be committed: then nothing was. Once it is,
+        the copies `released` are no longer taken."""
         with self._lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 result = fn(self.conn)
                 self.conn.execute("COMMIT")
+                self._taken.difference_update(released)
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     if self.conn.in_transaction:
@@ -228,7 +236,7 @@ class Spool:
                 self._finish_rows(conn, finishes, now)
             return list(ids)
 
-        ids = self._tx(write)
+        ids = self._tx(write, [f.spool_id for f in finishes])
         return [QueuedCopy(i, c, now, 0) for i, c in zip(ids, copies)]
 
     @staticmethod
@@ -248,15 +256,29 @@ class Spool:
         insert_rows(conn, "INSERT INTO delivery_log (spool_id, at, result, detail) VALUES ",
                     [(f.spool_id, now, f.result, f.detail) for f in finishes])
 
-    def due(self, limit: int, exclude: set[int], now: float | None = None) -> list[QueuedCopy]:
-        """Queued copies whose next attempt is due, oldest first."""
+    def take(self, limit: int, now: float | None = None) -> list[QueuedCopy]:
+        """Up to `limit` queued copies whose next attempt is due and that are not taken,
+        oldest first; now taken, until an attempt's outcome is written (`write_batch`) or
+        they are `release`d."""
         now = time.time() if now is None else now
         with self._lock:
             rows = self.conn.execute(
                 f"SELECT {COPY_COLUMNS} FROM spool "  # noqa: S608 - a constant
-                "WHERE status = 'queued' AND next_attempt_at <= ? "
-                "ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(exclude))).fetchall()
-        return [_row_to_copy(r) for r in rows if r[0] not in exclude][:limit]
+                "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, "
+                "id LIMIT ?", (now, limit + len(self._taken))).fetchall()
+            taken = [_row_to_copy(r) for r in rows if r[0] not in self._taken][:limit]
+            self._taken.update(item.id for item in taken)
+        return taken
+
+    def release(self, ids: Iterable[int]) -> None:
+        """Taken copies given back unattempted (or whose attempt crashed): due again."""
+        with self._lock:
+            self._taken.difference_update(ids)
+
+    @property
+    def taken(self) -> int:
+        """How many copies delivery holds now."""
+        return len(self._taken)
 
     def next_due_at(self) -> float | None:
         with self._lock:

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
 
 from ..addresses import normalise_email
 from ..consent import Classification, classify
@@ -24,7 +23,6 @@ from .upstream import PermanentFailure, TemporaryFailure, make_upstream
 
 log = logging.getLogger("gateway.delivery")
 
-RECENTLY_FINISHED = 10_000  # ids remembered against a late wake(); seconds of traffic
 # Bytes of copies being sent at once (each send holds about three times its copy while
 # the SMTP client normalises and dot-stuffs it). A bigger copy goes alone.
 BYTES_IN_FLIGHT = 64 << 20
@@ -61,46 +59,27 @@ def backoff(attempts: int, initial: float, maximum: float) -> float:
 
 
 class Delivery:
-    """A dispatcher feeding N workers; `wake()` after spooling for prompt delivery."""
+    """A dispatcher feeding N workers from the spool; `wake()` after spooling for prompt
+    delivery. The spool is the only hand-off: the dispatcher `take`s due copies from it,
+    and what is taken stays so until the attempt's outcome is written there."""
 
     def __init__(self, rt: Runtime, spool: Spool):
         self.rt = rt
         self.spool = spool
         self.settings = rt.settings.delivery
         self.queue: asyncio.Queue[QueuedCopy] = asyncio.Queue()
-        self.in_flight: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         # More is due than the queue took: a worker that finishes wakes the dispatcher.
         self._backlog = False
-        # While the dispatcher reads the spool, ids finished meanwhile (their rows may
-        # read as still queued in that answer; they must not be taken again).
-        self._reading = False
-        self._finished_while_reading: set[int] = set()
-        # Ids finished lately (bounded). The handler's wake() for a fresh copy can come
-        # after the dispatcher already read it from the spool, sent it and finished it
-        # (its thread was slow to return): it must not be queued a second time.
-        self._recently_finished: OrderedDict[int, None] = OrderedDict()
         self._tasks: list[asyncio.Task] = []
         self.budget = ByteBudget(BYTES_IN_FLIGHT)
         self.upstreams = [make_upstream(self.settings.upstream, rt.settings.smtp.hostname,
                                         self.settings.timeout, rt.worker)
                           for _ in range(self.settings.workers)]
 
-    def wake(self, items: list[QueuedCopy] | None = None) -> None:
-        """New work: `items` just spooled (committed) are queued at once while the queue
-        has room (no spool read needed); anything else is left to the dispatcher."""
-        for item in items or ():
-            if self._stopping or self.queue.qsize() >= self.settings.workers * 2:
-                self._backlog = True
-                break
-            if item.id not in self.in_flight and item.id not in self._recently_finished:
-                self.in_flight.add(item.id)
-                self.queue.put_nowait(item)
-        else:
-            if items:
-                self.rt.metrics.spool_depth.set(len(self.in_flight))
-                return
+    def wake(self) -> None:
+        """New work is in the spool (committed): read it now rather than at the next poll."""
         self._wake.set()
 
     def start(self) -> None:
@@ -116,8 +95,7 @@ class Delivery:
         dispatcher, workers = self._tasks[0], self._tasks[1:]
         dispatcher.cancel()
         while not self.queue.empty():  # not started: stays queued in the spool
-            item = self.queue.get_nowait()
-            self.in_flight.discard(item.id)
+            self.spool.release([self.queue.get_nowait().id])
         for _ in workers:
             self.queue.put_nowait(None)  # type: ignore[arg-type]
         _, pending = await asyncio.wait(workers, timeout=grace)
@@ -131,35 +109,22 @@ class Delivery:
         while not self._stopping:
             self._wake.clear()
             free = self.settings.workers * 2 - self.queue.qsize()
-            if free > 0:
-                exclude = set(self.in_flight)
-                self._reading, self._finished_while_reading = True, set()
-                try:
-                    # One thread hop for both reads.
-                    due, next_at = await asyncio.to_thread(self._read_spool, free, exclude)
-                except Exception as exc:  # noqa: BLE001 - keep dispatching; log it
-                    event(log, "spool_read_failed", logging.ERROR, error=str(exc))
-                    due, next_at = [], None
-                finally:
-                    self._reading = False
-                self._backlog = len(due) >= free
-                for item in due:
-                    if item.id in self.in_flight or item.id in self._finished_while_reading:
-                        continue  # handed over by wake() meanwhile, or already done
-                    self.in_flight.add(item.id)
-                    self.queue.put_nowait(item)
-                self._finished_while_reading = set()
-                self.rt.metrics.spool_depth.set(len(self.in_flight))
-            else:
-                self._backlog = True
-                next_at = await asyncio.to_thread(self.spool.next_due_at)
+            try:
+                # One thread hop for both reads.
+                due, next_at = await asyncio.to_thread(self._read_spool, max(free, 0))
+            except Exception as exc:  # noqa: BLE001 - keep dispatching; log it
+                event(log, "spool_read_failed", logging.ERROR, error=str(exc))
+                due, next_at = [], None
+            self._backlog = free <= 0 or len(due) >= free
+            for item in due:
+                self.queue.put_nowait(item)
+            self.rt.metrics.spool_depth.set(self.spool.taken)
             wait = 1.0 if next_at is None else max(0.05, min(1.0, next_at - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
-    def _read_spool(self, limit: int, exclude: set[int]) -> tuple[list[QueuedCopy],
-                                                                  float | None]:
-        return self.spool.due(limit, exclude), self.spool.next_due_at()
+    def _read_spool(self, limit: int) -> tuple[list[QueuedCopy], float | None]:
+        return (self.spool.take(limit) if limit else []), self.spool.next_due_at()
 
     async def _work(self, upstream) -> None:
         while True:
@@ -170,19 +135,10 @@ class Delivery:
                 await self._deliver(upstream, item)
             except Exception as exc:  # noqa: BLE001 - the copy stays queued; log and go on
                 event(log, "delivery_crashed", logging.ERROR, spool_id=item.id, error=repr(exc))
+                self.spool.release([item.id])  # due again: tried at the next read
             finally:
-                self._finished(item.id)
                 if self._backlog and self.queue.qsize() < self.settings.workers:
                     self._wake.set()  # keep a backlog flowing without waiting for a poll
-
-    def _finished(self, spool_id: int) -> None:
-        """The spool says what became of `spool_id`: it may be read (and taken) again."""
-        self.in_flight.discard(spool_id)
-        self._recently_finished[spool_id] = None
-        if len(self._recently_finished) > RECENTLY_FINISHED:
-            self._recently_finished.popitem(last=False)
-        if self._reading:
-            self._finished_while_reading.add(spool_id)
 
     async def _deliver(self, upstream, item: QueuedCopy) -> None:
         """One attempt, and its outcome in the spool. A marketing copy is decided again
@@ -221,8 +177,8 @@ class Delivery:
         try:
             await self.rt.writer.write(Writes(spool=self.spool,
                                               finishes=[Finish(item.id, "delivered", detail)]))
-        except StoreUnavailable as exc:  # sent, but the spool still says queued
-            event(log, "delivered_mark_failed", logging.ERROR, spool_id=item.id,
+        except StoreUnavailable as exc:  # sent, but the spool still says queued: it stays
+            event(log, "delivered_mark_failed", logging.ERROR, spool_id=item.id,  # taken
                   error=str(exc))
             return
         event(log, "delivered", spool_id=item.id, kind=item.copy.kind,
@@ -266,7 +222,7 @@ class Delivery:
         self.rt.metrics.decisions.labels("email", outcome, decision.reason).inc()
         event(log, "dropped_before_delivery", logging.WARNING, spool_id=item.id,
               message_id=c.message_id or "", reason=decision.reason)
-        self.wake(written.queued)
+        self.wake()
 
     async def _defer(self, item: QueuedCopy, detail: str) -> None:
         if time.time() - item.created_at > self.settings.max_age:
@@ -292,10 +248,10 @@ class Delivery:
                         original=c.data,
                         failures=[Failure(c.rcpt, status, f"smtp; {detail}")])
         bounce = Copy("bounce", "", c.mail_from, dsn, c.message_id, c.stream, c.org)
-        written = await self.rt.writer.write(Writes(
+        await self.rt.writer.write(Writes(
             spool=self.spool, copies=[bounce], finishes=[Finish(item.id, "bounced", detail)]))
         event(log, "bounced", logging.WARNING, spool_id=item.id, error=detail)
-        self.wake(written.queued)
+        self.wake()
 
 
 def legacy_marketing(rt: Runtime, c: Copy) -> Marketing | None:

@@ -328,9 +328,8 @@ class GatewayHandler:
             inbound_copies = await self._inbound(session, envelope, tx, raw)
             if not tx.relay:
                 if inbound_copies:
-                    written = await self.rt.writer.write(Writes(spool=self.spool,
-                                                                copies=inbound_copies))
-                    self.wake(written.queued)
+                    await self.rt.writer.write(Writes(spool=self.spool, copies=inbound_copies))
+                    self.wake()
                 return "250 2.0.0 OK"
             stream = self.stream_for(session, envelope)
             mail_from = sender_of(envelope)
@@ -385,12 +384,12 @@ class GatewayHandler:
             self.rt.metrics.decisions.labels("email", outcome, decision.reason).inc()
         if nothing_to_deliver:
             # Nothing to deliver: refuse the whole message, naming every reason.
-            if written.queued:
-                self.wake(written.queued)
+            if copies:
+                self.wake()
             self.rt.metrics.smtp_messages.labels("blocked").inc()
             reasons = ", ".join(sorted({f.reason for f in blocked}))
             return f"550 5.7.1 Message blocked by consent gateway: {reasons}"
-        self.wake(written.queued)  # delivery takes the new copies without reading them back
+        self.wake()
         self.rt.metrics.smtp_messages.labels("accepted").inc()
         event(log, "accepted", message_id=prepared.message_id, copies=len(prepared.copies),
               blocked=len(blocked))

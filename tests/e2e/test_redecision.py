@@ -168,7 +168,7 @@ def test_the_spool_keeps_what_a_marketing_copy_was_decided_on(tmp_path, marketin
     try:
         spool.enqueue([Copy("copy", "a@b.test", "Eve@Example.com", b"x", "<1@b>", "s", "o",
                             marketing)])
-        [back] = spool.due(10, set())
+        [back] = spool.take(10)
         assert back.copy.marketing == marketing
     finally:
         spool.close()
