@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
 from .ledger.writer import Writer, Writes
-from .policy import NATURES, PURPOSES, Decision, MessageContext, OrgPolicy, decide, reasons
+from .policy import (
+    NATURES,
+    PURPOSES,
+    Decision,
+    Evidence,
+    MessageContext,
+    OptOut,
+    OrgPolicy,
+    decide,
+    reasons,
+)
 
 
 @dataclass(frozen=True)
@@ -81,10 +91,18 @@ class ConsentService:
         """`evaluate`, and for a decision that allows and cannot lapse with time, how many
         opt-out rows (opt-outs and opt-ins) of this person and org it saw: with this
         service's `incarnation`, what `still_allows` later checks."""
+        return self._decide_on(c, channel, *self.ledger.history(c.org, channel, address))
+
+    async def aassess(self, c: Classification, channel: str, address: str
+                      ) -> tuple[Decision, int | None]:
+        """`assess` from the event loop (on PostgreSQL the read does not hold it)."""
+        return self._decide_on(c, channel, *await self.ledger.ahistory(c.org, channel, address))
+
+    def _decide_on(self, c: Classification, channel: str, evidence: tuple[Evidence, ...],
+                   optouts: tuple[OptOut, ...]) -> tuple[Decision, int | None]:
         org = self.org_policy(c.org)
         ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
                              category=c.category)
-        evidence, optouts = self.ledger.history(c.org, channel, address)
         decision = decide(ctx, evidence, optouts, self.settings.gateway.ruleset)
         timeless = not (org.soft_opt_in_max_age_days or org.indirect_consent_max_age_days)
         return decision, len(optouts) if decision.allowed and timeless else None
@@ -106,10 +124,10 @@ class ConsentService:
 
     async def adecide(self, c: Classification, channel: str, address: str,
                       message_id: str | None = None) -> Verdict:
-        """`decide` from the event loop: the lookup here (an indexed read, no lock), the
+        """`decide` from the event loop: the lookup without a thread (`aassess`), the
         record through the writer (batched with other requests' writes)."""
-        return await self.arecord(c, channel, address, self.evaluate(c, channel, address),
-                                  message_id)
+        decision = (await self.aassess(c, channel, address))[0]
+        return await self.arecord(c, channel, address, decision, message_id)
 
     def entry(self, c: Classification, channel: str, address: str, decision: Decision,
               message_id: str | None = None) -> tuple[Decision, DecisionRecord]:

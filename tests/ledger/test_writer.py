@@ -41,9 +41,16 @@ def recorded(rt, verdicts, people):
         assert row["reason"] == verdict.decision.reason
 
 
-def test_decisions_of_one_turn_share_one_commit_and_keep_their_own_ids(rt):
+def test_decisions_recorded_in_one_turn_share_one_commit_and_keep_their_own_ids(rt):
+    c = classify(rt.settings.streams[0])
+    decided = [(p, rt.consent.evaluate(c, "email", p)) for p in PEOPLE]
+
+    async def record_all():
+        return await asyncio.gather(*(rt.consent.arecord(c, "email", p, d, f"<m{i}@acme.test>")
+                                      for i, (p, d) in enumerate(decided)))
+
     before = rt.ledger.commits
-    verdicts = asyncio.run(decide_all(rt, PEOPLE))
+    verdicts = asyncio.run(record_all())
     assert rt.ledger.commits == before + 1  # one transaction for the 30
     assert len({v.decision_id for v in verdicts}) == len(PEOPLE)
     assert [v.decision.allowed for v in verdicts] == [i % 2 == 0 for i in range(len(PEOPLE))]
