@@ -38,18 +38,28 @@ def fresh_database(admin_url: str) -> str:
 
 
 def one(gvb, what: str, ledger_url: str, gateway_bin: str, extra: list[str]) -> dict:
-    """One yardstick run; its results for `what` (gateway and bare)."""
+    """One yardstick run with `[ledger] url` set (or not); its results for `what`."""
+    def with_ledger(text: str) -> str:
+        return text + f'\n[ledger]\nurl = "{ledger_url}"\n' if ledger_url else text
+
+    return run_yardstick(gvb, what, with_ledger, gateway_bin, extra)
+
+
+def run_yardstick(gvb, what: str, edit, gateway_bin: str, extra: list[str]) -> dict:
+    """One yardstick run, its gateway config passed through `edit(text) -> text`; its
+    results for `what` (gateway and bare)."""
     original = gvb.write_config
 
     def write_config(tmp, ports, processes=None):
         path = original(tmp, ports, processes)
-        if ledger_url:
-            with open(path, "a") as f:
-                f.write(f'\n[ledger]\nurl = "{ledger_url}"\n')
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(edit(text))
         return path
 
     gvb.write_config = write_config
-    gvb.RESULTS = tempfile.mkdtemp(prefix="bench-ledger-")
+    gvb.RESULTS = tempfile.mkdtemp(prefix="bench-variant-")
     sys.argv = ["gateway_vs_bare.py", "--project", str(REPO), "--gateway-bin", gateway_bin,
                 "--what", what, "--runs", "1", *extra]
     try:

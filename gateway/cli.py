@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import json
 import sys
 from pathlib import Path
 
 from . import config as config_mod
+from . import eventloop
 from .addresses import guess_channel, normalise
 from .consent import classify
 from .errors import ConfigError, GatewayError, InvalidAddress
@@ -48,6 +48,7 @@ def cmd_run(args) -> int:
 
     settings = _settings(args)
     logs.setup(args.log_level)
+    loop = eventloop.check(settings.gateway.event_loop)  # ConfigError when unavailable
 
     def describe(processes: int, smtp: bool = True) -> None:
         s = settings
@@ -55,6 +56,7 @@ def cmd_run(args) -> int:
         print(f"  config:   {s.path or 'built-in defaults'}")
         print(f"  data:     {s.gateway.data_dir}")
         print(f"  ledger:   {ledger_location(s)}")
+        print(f"  loop:     {loop}")
         print(f"  http:     {s.http.listen}  (public URL {s.http.public_url})")
         if smtp:
             print(f"  smtp:     {s.smtp.listen}")
@@ -76,7 +78,7 @@ def cmd_run(args) -> int:
         def ready(running) -> None:
             describe(1, "smtp" in running.runtime.health_probes or bool(running.stops))
 
-        asyncio.run(server.serve(settings, ready))
+        eventloop.run(server.serve(settings, ready), settings.gateway.event_loop)
     except SpoolBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -53,6 +53,7 @@ class GatewaySettings:
     ruleset: str
     mode: str
     processes: int = 1  # worker processes of `gateway run` (each can use one core)
+    event_loop: str = "asyncio"  # or "uvloop" (gateway/eventloop.py)
 
     @property
     def monitor(self) -> bool:
@@ -378,12 +379,14 @@ class _Reader:
 
     def gateway_section(self) -> GatewaySettings:
         s = self.table(self.raw.get("gateway", {}), "gateway",
-                       {"data_dir", "ruleset", "mode", "processes"})
+                       {"data_dir", "ruleset", "mode", "processes", "event_loop"})
         return GatewaySettings(
             data_dir=self.path_of(self.get(s, "gateway", "data_dir", str, "var")),
             ruleset=self.choice(s, "gateway", "ruleset", tuple(RULESETS), "uk-pecr"),
             mode=self.choice(s, "gateway", "mode", ("enforce", "monitor"), "enforce"),
             processes=self.processes(s),
+            event_loop=self.choice(s, "gateway", "event_loop", ("asyncio", "uvloop"),
+                                   "asyncio"),
         )
 
     def ledger_section(self) -> LedgerSettings:

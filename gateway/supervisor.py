@@ -26,7 +26,6 @@ would a single process, and a restart delivers whatever was spooled.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
@@ -41,7 +40,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import logs
+from . import eventloop, logs
 from .config import Listen, Settings
 from .logs import event
 
@@ -109,7 +108,8 @@ def _worker(settings: Settings, index: int, sockets: dict, parent: int, ready_fd
         os.write(ready_fd, b"r")
 
     try:
-        asyncio.run(server.serve(settings, ready, worker=index, sockets=sockets))
+        eventloop.run(server.serve(settings, ready, worker=index, sockets=sockets),
+                      settings.gateway.event_loop)
     except SpoolBusy as exc:  # another gateway on this data_dir: restarting cannot help
         event(log, "worker_cannot_start", logging.ERROR, worker=index, error=str(exc))
         return CANNOT_START
