@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 sys.path.insert(0, str(Path(__file__).parent))
 from esphelpers import (
     JANE,
-    SENDGRID_KEY,
     assert_next_mail_is_blocked,
     deliver_marketing,
     events,
@@ -288,3 +287,22 @@ async def test_an_event_whose_org_cannot_be_told_is_kept_for_the_operator_and_re
         [kept] = (await status_json(gw))["outside_opt_outs"]["unresolved"]
         assert kept["provider"] == "sendgrid" and kept["address"] == "j•••@example.com"
         assert "no [esp.sendgrid] org" in kept["problem"]
+
+
+async def test_two_gateways_on_one_postgresql_ledger_share_the_replay_memory_and_the_events(
+        tmp_path, sink, pg_cluster):
+    url = pg_cluster.new_database()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with running(tmp_path / "a", sink, url) as first, \
+            running(tmp_path / "b", sink, url) as second:
+        body = mailgun_body("unsubscribed")
+        assert (await post(first, "/hooks/mailgun", body))[0] == 200
+        assert (await post(second, "/hooks/mailgun", body))[0] == 403
+
+        event = sendgrid_event("spamreport")
+        await post_sendgrid(first, [event])
+        status, answer = await post_sendgrid(second, [event])
+
+        assert status == 200 and answer["duplicate"] == 1
+        assert sorted(r["method"] for r in opt_outs(second)) == ["complaint", "esp"]
