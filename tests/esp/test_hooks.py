@@ -6,6 +6,7 @@ refused records nothing."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from esphelpers import (
     send_marketing,
     sendgrid_event,
     sendgrid_headers,
+    status_html,
     status_json,
     token_of,
 )
@@ -260,6 +262,10 @@ async def test_status_counts_esp_and_complaint_opt_outs_and_the_complaint_rate_p
     assert rates["acme-news"]["rate"] == 1.0 and rates["acme-news"]["over_line"]
     assert not rates["acme-fixed"]["over_line"] and rates["acme-fixed"]["rate"] is None
     assert data["outside_opt_outs"]["complaint_rate_24h"]["line"] == 0.003
+    html = await status_html(gw)
+    row = re.search(r'<tr id="complaint-rate-acme-news"[^>]*>(.*?)</tr>', html, re.DOTALL)
+    assert "100.000 %" in row.group(1) and "at or over the line" in row.group(1)
+    assert re.search(r'id="opt-out-last_24h-complaint"', html)
 
 
 async def test_a_provider_that_is_not_configured_answers_404(tmp_path, sink):
