@@ -170,6 +170,40 @@ class LedgerSettings:
         return self.url.startswith(("postgresql:", "postgres:"))
 
 
+# -- opt-outs that arrive from elsewhere: ESP webhooks and ARF reports (docs/decisions.md) --
+
+ESP_NAMES = ("sendgrid", "mailgun", "postmark")
+
+
+@dataclass(frozen=True)
+class EspSettings:
+    """One `[esp.NAME]`: the credential its webhook is checked with, and `org`, the org
+    whose mail that ESP sends (for events that carry no gateway token)."""
+
+    name: str
+    org: str = ""
+    public_key: str = field(default="", repr=False)  # sendgrid: base64 DER (or PEM)
+    signing_key: str = field(default="", repr=False)  # mailgun
+    username: str = ""  # postmark (basic auth)
+    password: str = field(default="", repr=False)
+
+    @property
+    def configured(self) -> bool:
+        """Its webhook can be checked: the credential is set."""
+        if self.name == "sendgrid":
+            return bool(self.public_key)
+        if self.name == "mailgun":
+            return bool(self.signing_key)
+        return bool(self.username and self.password)
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """Where ARF reports arrive besides abuse+reports@mailto_domain (lower case)."""
+
+    report_addresses: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole validated configuration."""
@@ -185,6 +219,8 @@ class Settings:
     orgs: dict[str, Org]
     streams: tuple[Stream, ...]
     ledger: LedgerSettings = LedgerSettings()
+    esp: dict[str, EspSettings] = field(default_factory=dict)  # configured ones only
+    feedback: FeedbackSettings = FeedbackSettings()
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
@@ -355,7 +391,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
-                 "org", "stream", "ledger"}
+                 "org", "stream", "ledger", "esp", "feedback"}
         self.table(self.raw, "", known)
         for name in known - {"org", "stream"}:
             self.get(self.raw, "", name, dict, {})
@@ -373,6 +409,8 @@ class _Reader:
             orgs=orgs,
             streams=streams,
             ledger=self.ledger_section(),
+            esp=self.esp_section(orgs),
+            feedback=self.feedback_section(),
         )
         self.check_exposure(settings)
         return settings
@@ -409,6 +447,46 @@ class _Reader:
                                 ) from None
             return LedgerSettings(url)
         raise self.fail("ledger.url", "expected sqlite:///PATH or postgresql://…")
+
+    def esp_section(self, orgs: dict[str, Org]) -> dict[str, EspSettings]:
+        """`[esp.sendgrid]`, `[esp.mailgun]`, `[esp.postmark]`: only those whose credential
+        is set are returned (the others' webhooks answer 404)."""
+        raw = self.table(self.raw.get("esp", {}), "esp", set(ESP_NAMES))
+        keys = {"sendgrid": {"public_key", "org"}, "mailgun": {"signing_key", "org"},
+                "postmark": {"username", "password", "org"}}
+        found: dict[str, EspSettings] = {}
+        for name in ESP_NAMES:
+            n = f"esp.{name}"
+            s = self.table(self.get(raw, "esp", name, dict, {}), n, keys[name])
+            values = {k: self.get(s, n, k, str, "").strip() for k in keys[name]}
+            if values["org"] and values["org"] not in orgs:
+                raise self.fail(f"{n}.org", f"names no [[org]]: {values['org']!r}")
+            if name == "postmark" and bool(values["username"]) != bool(values["password"]):
+                raise self.fail(f"{n}.password" if values["username"] else f"{n}.username",
+                                "username and password must be set together")
+            if name == "sendgrid" and values["public_key"]:
+                from .esp.signatures import load_sendgrid_key  # cryptography: its users only
+                try:
+                    load_sendgrid_key(values["public_key"])
+                except ValueError as exc:
+                    raise self.fail(f"{n}.public_key", str(exc)) from None
+            esp = EspSettings(name, **values)
+            if esp.configured:
+                found[name] = esp
+        return found
+
+    def feedback_section(self) -> FeedbackSettings:
+        n = "feedback"
+        s = self.table(self.raw.get(n, {}), n, {"report_addresses"})
+        addresses = []
+        for address in self.str_list(s, n, "report_addresses"):
+            local, at, domain = address.strip().rpartition("@")
+            if not at or not local or not re.match(
+                    r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$", domain) \
+                    or _has_control(local) or " " in local:
+                raise self.fail(f"{n}.report_addresses", f"{address!r} is not an email address")
+            addresses.append(address.strip().lower())
+        return FeedbackSettings(tuple(addresses))
 
     def processes(self, section: dict) -> int:
         """`processes`: a count (1 to 64), or "auto": one per CPU core, at most

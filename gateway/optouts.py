@@ -1,6 +1,7 @@
 """The one way an opt-out (or a START opt-in) is recorded, whichever way it came in: the
 unsubscribe page and one-click, mail to the mailto address and replies, STOP texts, the
-provider's own opt-out list, the admin API and the CLI.
+provider's own opt-out list, ESP webhooks and ARF complaints (`optout_events.py`), the
+admin API and the CLI.
 
 - A repeat records nothing: a request id (a provider's message id, say) is unique in the
   ledger, on every gateway sharing it; a token's opt-out still in force is found under the

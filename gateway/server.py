@@ -40,7 +40,8 @@ def build_http_app(rt: Runtime) -> web.Application:
 def starters() -> list[Starter]:
     """The channels present in this build, in start order."""
     found: list[Starter] = []
-    for module in ("gateway.web.pages", "gateway.sms.service", "gateway.mail.service"):
+    for module in ("gateway.web.pages", "gateway.sms.service", "gateway.mail.service",
+                   "gateway.esp.service"):
         try:
             mod = __import__(module, fromlist=["start"])
         except ModuleNotFoundError as exc:

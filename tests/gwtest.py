@@ -115,12 +115,13 @@ def make_settings(tmp_path: Path, **over) -> config.Settings:
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
         http_port=free_port(), smtp_extra="", secret='"test-secret"',
         reply_handling="rewrite", upstream=f"maildir:{tmp_path / 'outbox'}", max_age="5d",
-        dkim="", org_name="Acme Garden Ltd", gateway_extra="", ledger_url="",
+        dkim="", org_name="Acme Garden Ltd", gateway_extra="", ledger_url="", extra="",
     )
     values.update(over)
     text = textwrap.dedent(BASE_TOML.format(**values))
     if values["ledger_url"]:  # else SQLite in data_dir, the default
         text += f'\n[ledger]\nurl = "{values["ledger_url"]}"\n'
+    text += values["extra"]  # more sections, e.g. [esp.sendgrid]
     return config.parse(text, None, tmp_path)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
 
-TABLES = ("evidence", "optouts", "decisions", "tokens")  # what the ledger holds, in copy order
+TABLES = ("evidence", "optouts", "decisions", "tokens",  # what the ledger holds, in copy order
+          "optout_events")
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
 GATEWAY_UPSERT = (
@@ -308,3 +309,76 @@ class LedgerQueries:
             "decisions": decisions,
         }
 
+
+    # -- opt-outs that arrive from elsewhere (gateway/optout_events.py) -------------------
+
+    def optout_event_seen(self, provider: str, event_id: str) -> bool:
+        """An event with this provider's id was kept already (a retry or a replay)."""
+        return bool(self._tuples("SELECT 1 FROM optout_events WHERE provider = ? AND "
+                                 "event_id = ?", [provider, event_id]))
+
+    def record_optout_event(self, event: dict) -> bool:
+        """Keep one event (`event` holds every column of OPTOUT_EVENT_COLUMNS); False when
+        one with its provider and event id is kept already (on any gateway: the unique
+        key decides, under the write lock)."""
+        with self.exclusive():
+            if self.optout_event_seen(event["provider"], event["event_id"]):
+                return False
+            self._write(OPTOUT_EVENT_INSERT, [event[n] for n in OPTOUT_EVENT_COLUMNS])
+            return True
+
+    def opt_out_id_for_request(self, request_id: str) -> int | None:
+        """The id of the opt-out recorded with this request id, if any."""
+        rows = self._tuples("SELECT id FROM optouts WHERE request_id = ?", [request_id])
+        return int(rows[0][0]) if rows else None
+
+    def note_nonce(self, provider: str, nonce: str, seen_at: str, forget_before: str) -> bool:
+        """Remember a webhook's one-time value; False when it was seen already (a replay),
+        on any gateway sharing the ledger. Values seen before `forget_before` (too old to
+        come with a fresh request) are forgotten on the way."""
+        with self.exclusive():
+            self._write("DELETE FROM webhook_nonces WHERE seen_at < ?", [forget_before])
+            if self._tuples("SELECT 1 FROM webhook_nonces WHERE provider = ? AND nonce = ?",
+                            [provider, nonce]):
+                return False
+            self._write("INSERT INTO webhook_nonces (provider, nonce, seen_at) VALUES (?,?,?) "
+                        "ON CONFLICT (provider, nonce) DO NOTHING", [provider, nonce, seen_at])
+            return True
+
+    def forget_nonce(self, provider: str, nonce: str) -> None:
+        """Forget a nonce whose request could not be recorded (the provider's retry may
+        carry it again)."""
+        self._write("DELETE FROM webhook_nonces WHERE provider = ? AND nonce = ?",
+                    [provider, nonce])
+
+    def complaints_by_stream(self, since: str) -> list[dict]:
+        """Complaint events kept since `since` per stream (None: stream not known)."""
+        return self._rows(
+            "SELECT stream, COUNT(*) AS n FROM optout_events WHERE received_at >= ? "
+            "AND method = 'complaint' AND outcome = 'recorded' GROUP BY stream", [since])
+
+    def delivered_by_stream(self, since: str) -> list[dict]:
+        """Email copies let through since `since` (allowed, or would-block in monitor
+        mode), per stream: the denominator of the complaint rate."""
+        return self._rows(
+            "SELECT stream, COUNT(*) AS n FROM decisions WHERE at >= ? AND channel = 'email' "
+            "AND outcome IN ('allowed', 'would_block') GROUP BY stream", [since])
+
+    def optout_event_counts(self, since: str) -> list[dict]:
+        return self._rows(
+            "SELECT provider, method, outcome, COUNT(*) AS n FROM optout_events "
+            "WHERE received_at >= ? GROUP BY provider, method, outcome", [since])
+
+    def unresolved_optout_events(self, limit: int = 20) -> list[dict]:
+        """The newest events kept for the operator: nobody could be told from them."""
+        return self._rows("SELECT * FROM optout_events WHERE outcome = 'unresolved' "
+                          "ORDER BY id DESC LIMIT ?", [int(limit)])
+
+
+OPTOUT_EVENT_COLUMNS = ("provider", "event_id", "event_type", "event_at", "received_at",
+                        "method", "outcome", "org", "stream", "address", "optout_id",
+                        "problem", "payload")
+OPTOUT_EVENT_INSERT = (
+    f"INSERT INTO optout_events ({', '.join(OPTOUT_EVENT_COLUMNS)}) "  # noqa: S608 - our names
+    f"VALUES ({', '.join('?' * len(OPTOUT_EVENT_COLUMNS))}) "
+    "ON CONFLICT (provider, event_id) DO NOTHING")

@@ -263,8 +263,13 @@ class Ledger(LedgerQueries):
     def exclusive(self):
         """The ledger's write lock for the whole block, across threads and processes: a
         check made in the block (reads see every commit) still holds when the block
-        writes. Commits at the end; rolls back when the block raises."""
+        writes. Commits at the end; rolls back when the block raises. A block inside
+        another of the same thread joins it (one transaction; its own writes are read back
+        only once committed: reads use other connections)."""
         with self._write_lock():
+            if self.conn.in_transaction:  # this thread's own outer block holds it
+                yield
+                return
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:

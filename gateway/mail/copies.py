@@ -18,6 +18,7 @@ from ..policy import Decision
 from ..runtime import Runtime
 from ..templating import render
 from .dsn import Failure
+from .esp_headers import add_esp_headers
 from .headers import ensure_message_id, strip_headers
 from .rewrite import rewrite_for_recipient
 
@@ -126,6 +127,8 @@ def _marketing_copy(rt: Runtime, raw: bytes, mail_from: str, rcpt: str, address:
         reply_to=reply_to, footer_text=footer(rt, "email_footer.txt.j2", org_name, token),
         footer_html=footer(rt, "email_footer.html.j2", org_name, token))
     data = result.data
+    if rt.settings.esp:  # each configured ESP's custom data names the token (esp_headers.py)
+        data = add_esp_headers(data, token, tuple(rt.settings.esp))
     if rt.dkim is not None:
         data = rt.dkim.sign(data)
     tokens.append(dataclasses.replace(record, reply_to=result.original_reply_to))

@@ -27,9 +27,11 @@ from ..ledger import TokenRecord
 from ..ledger.spool import Copy, Spool
 from ..ledger.writer import Writes
 from ..logs import event
+from ..optout_events import record_event
 from ..runtime import Runtime
 from .copies import Prepared, prepare
 from .dsn import build_dsn
+from .feedback import is_report_address, read_report
 from .inbound import read_reply
 from .rewrite import UnrewritableMessage
 
@@ -122,11 +124,12 @@ class Transaction:
     relay: list[str] = field(default_factory=list)  # recipients to decide and deliver
     # Mail to the mailto domain: (kind, token, its record), each token at most once.
     inbound: list[tuple[str, str, TokenRecord]] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)  # ARF report addresses (feedback.py)
 
     @property
     def recipients(self) -> int:
-        """Recipients accepted so far, of both kinds: together within `max_recipients`."""
-        return len(self.relay) + len(self.inbound)
+        """Recipients accepted so far, of every kind: together within `max_recipients`."""
+        return len(self.relay) + len(self.inbound) + len(self.reports)
 
     def kind_accepted(self, record: TokenRecord) -> str | None:
         """The kind ("unsubscribe", "reply") this token was accepted as, if it was."""
@@ -256,6 +259,8 @@ class GatewayHandler:
     async def _rcpt(self, session, envelope, address: str, rcpt_options):
         tx = _tx(envelope)
         local, _, domain = address.rpartition("@")
+        if is_report_address(self.settings, address):  # ARF reports, from anyone
+            return self._rcpt_report(envelope, tx, address)
         if domain.lower() == self.settings.unsubscribe.mailto_domain:
             return await self._rcpt_mailto(envelope, tx, address, local)
         stream = self.stream_for(session, envelope)
@@ -305,6 +310,17 @@ class GatewayHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    def _rcpt_report(self, envelope, tx: Transaction, address: str) -> str:
+        """A report address: accepted from anyone, within `max_recipients`; the message
+        is read as an ARF report once, however many report addresses it names."""
+        if tx.recipients >= self.settings.smtp.max_recipients:
+            return TOO_MANY_RECIPIENTS
+        if address.lower() in (a.lower() for a in tx.reports):
+            return "550 5.5.0 Duplicate recipient: already accepted in this transaction"
+        tx.reports.append(address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
     async def _decide_at_rcpt(self, stream: Stream, address: str) -> str | None:
         """Without header overrides the decision is certain at RCPT: refuse blocks now."""
         c = classify(stream)
@@ -326,6 +342,8 @@ class GatewayHandler:
         raw = envelope.original_content or b""
         try:
             inbound_copies = await self._inbound(session, envelope, tx, raw)
+            if tx.reports:
+                await self._report(raw)
             if not tx.relay:
                 if inbound_copies:
                     await self.rt.writer.write(Writes(spool=self.spool, copies=inbound_copies))
@@ -420,6 +438,14 @@ class GatewayHandler:
                     copies.append(Copy("reply", mail_from, target, raw, reply.message_id,
                                        record.stream, record.org))
         return copies
+
+    async def _report(self, raw: bytes) -> None:
+        """An ARF report: a complaint opt-out by the reported copy's token, or kept for the
+        operator (mail/feedback.py). StoreUnavailable goes up: 451, the sender retries."""
+        settings = self.settings
+        report = await asyncio.to_thread(read_report, raw, settings.http.public_url,
+                                         settings.unsubscribe.mailto_domain)
+        await asyncio.to_thread(record_event, self.rt, report)
 
     async def _opt_out(self, record: TokenRecord, token: str, method: str, client: str) -> None:
         await asyncio.to_thread(self.rt.optouts.by_token, record, method=method, client=client,

@@ -26,6 +26,7 @@ from ..policy import ALL_CHANNELS, CHANNELS, get_ruleset, reasons
 from ..runtime import Runtime
 from . import charts
 from .common import page, require_status_login, runtime
+from .status_outside import outside_opt_outs
 
 log = logging.getLogger("gateway.web.status")
 
@@ -39,6 +40,10 @@ METHODS = ("link", "one-click", "mailto", "reply", "sms-keyword", "provider", "a
 METHOD_LABELS = {"link": "link (unsubscribe page)", "one-click": "one-click (RFC 8058)",
                  "mailto": "mailto", "reply": "reply", "sms-keyword": "SMS keyword (STOP)",
                  "provider": "provider opt-out", "api": "admin API", "cli": "command line"}
+# Opt-outs that arrive from elsewhere (status_outside.py): an ESP's own unsubscribe, a
+# spam complaint (ESP event or ARF report).
+METHODS += ("esp", "complaint")
+METHOD_LABELS |= {"esp": "ESP unsubscribe (webhook)", "complaint": "spam complaint"}
 OPT_OUT_CHANNELS = (*CHANNELS, ALL_CHANNELS)
 # Spool report keys the page lays out itself; any others are listed as they come.
 SPOOL_SHOWN = {"running", "depth", "oldest_queued_at", "oldest_age_seconds", "last_24h",
@@ -183,7 +188,8 @@ def ledger_snapshot(rt: Runtime, wanted: dict) -> dict:
             trail["decisions"] = trail["decisions"][:TRAIL_DECISIONS_LIMIT]
     return {"decisions": decisions, "opt_outs": opt_outs, "recent_decisions": recent,
             "trail": trail, "gateways": cluster_view(rt.ledger.gateways()),
-            "ledger_healthy": rt.ledger.healthy()}
+            "ledger_healthy": rt.ledger.healthy(),
+            "outside_opt_outs": outside_opt_outs(rt, now)}
 
 
 async def provider_states(rt: Runtime) -> dict[str, dict]:
