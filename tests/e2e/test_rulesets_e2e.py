@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 from gwtest import SOFT_OPT_IN, make_settings, seed, wait_until_spool_is_empty
+from pagehelpers import basic_auth
 from test_redecision import DOWN, delivered_to, dsn_reasons, send, settings_for
 
 from gateway import config, server
@@ -33,6 +35,15 @@ async def contact(gw, channel: str, address: str) -> dict:
             headers={"Authorization": f"Bearer {http.admin_token}"}) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
+
+
+async def status_page(gw, address: str) -> str:
+    http = gw.runtime.settings.http
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{http.public_url}/status", params={"address": address},
+            headers=basic_auth(http.admin_token)) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.text()
 
 
 async def decided_again(gw, address: str, timeout: float = 30.0) -> list[dict]:
@@ -64,6 +75,15 @@ async def test_each_decision_records_the_rule_set_and_region_it_used(tmp_path, s
         assert [(d["ruleset"], d["region"], d["region_source"]) for d in shown["decisions"]] \
             == [("us", "US", "evidence")]
         assert shown["consents"][0]["region"] == "US"
+        html = await status_page(gw, "ann@example.com")
+        decisions = re.search(r'<table id="trail-decisions">(.*?)</table>', html,
+                              re.DOTALL).group(1)
+        assert "us (US, from evidence)" in decisions
+        assert "Org <strong>acme</strong> decides per recipient: default → uk-pecr, " \
+               "US → us" in html
+        row = re.search(r'<tr id="reason-not_opted_out"[^>]*>(.*?)</tr>', html,
+                        re.DOTALL).group(1)
+        assert "commercial email may go until the person opts out" in row
 
 
 async def test_a_copy_waiting_in_the_spool_past_the_end_of_implied_consent_is_blocked(
