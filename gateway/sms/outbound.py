@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import logging
@@ -34,6 +35,8 @@ from ..caching import cached_if_short
 from ..config import Stream
 from ..consent import Classification, classify
 from ..errors import GatewayError, InvalidAddress
+from ..identification import IDENTIFYING as BRANDED
+from ..identification import branded
 from ..logs import event
 from ..optouts import OptOutRequest
 from ..policy import Decision, reasons
@@ -291,14 +294,18 @@ class Relay:
             raise TextBlocked(decision, message_id)
         warnings = [] if decision.allowed else [
             f"monitor mode: delivered although the decision is {decision.reason}"]
+        given = text.body
+        if decision.ruleset in BRANDED:  # the sender named first (gateway/identification.py)
+            text = dataclasses.replace(text, body=branded(text.body, self.rt.settings.orgs.get(
+                stream.org), decision))
         line = await opt_out_line(self.rt, stream, decision, to=text.to, from_=text.from_,
                                   body=text.body, message_id=message_id)
         body = compose(text.body, line)
         segments = measure(body)
-        if body is not text.body and segments.segments > 1:
+        if body is not given and segments.segments > 1:
             # Without an added line, or when the whole text fits in one segment, the
             # opt-out line cannot have added a segment: no second measurement needed.
-            warnings += segment_warnings(measure(text.body), segments)
+            warnings += segment_warnings(measure(given), segments)
         callback = self.callback_url(stream, req.status_callback) if req.status_callback \
             else None
         outbound = OutboundSms(text.to, text.from_, body, callback, message_id)
