@@ -27,7 +27,7 @@ machine: the load average is printed with each part; run twice.
 
 Usage:  /work/venv/bin/python bench/bench_core.py [--records 1000000]
         [--import-rows 1000000] [--lookups 20000] [--decisions 300000]
-        [--only engine,lookup,import] [--keep]
+        [--only engine,lookup,import] [--keep] [--rulesets]
         [--pg-admin postgresql://USER@HOST:PORT/postgres [--pg-copy cli|function]]
 """
 
@@ -74,13 +74,20 @@ data_dir = "{data_dir}"
 id = "acme"
 name = "Acme Garden Ltd"
 type = "commercial"
-similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
+{rulesets}similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
 
 [[stream]]
 id = "acme-news"
 org = "acme"
 category = "hedge-trimmers"
 """
+
+
+# --rulesets: the org chooses a rule set per recipient (docs/rulesets.md); the bench's
+# people have no region, so they are decided under `default` after the look for one.
+RULESETS = ('rulesets = { default = "uk-pecr", EU = "eu-eprivacy", DE = "eu-de", '
+            'US = "us", CA = "ca-casl", AU = "au-spam" }\n'
+            'postal_address = "1 Garden Way, Leeds"\ncontact = "hello@acme.test"\n')
 
 
 # -- realistic records --------------------------------------------------------------------
@@ -192,9 +199,10 @@ def time_lookups(settings: config.Settings, ledger, records: int, lookups: int,
 
 def bench_lookup(work: Path, records: int, lookups: int, seed: int,
                  pg_admin: str | None = None, pg_copy: str = "cli",
-                 keep: bool = False) -> dict:
+                 keep: bool = False, rulesets: bool = False) -> dict:
     ledger, build_seconds = build_ledger(work, records, seed)
-    settings = config.parse(CONFIG.format(data_dir=work / "lookup"), None, work)
+    settings = config.parse(CONFIG.format(data_dir=work / "lookup", rulesets=RULESETS
+                                          if rulesets else ""), None, work)
     try:
         result = time_lookups(settings, ledger, records, lookups, seed)
         if pg_admin:
@@ -396,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-copy", choices=("cli", "function"), default="cli",
                    help="load it with `gateway ledger copy` (cli, the default) or by calling "
                         "copy_ledger in this process (function)")
+    p.add_argument("--rulesets", action="store_true",
+                   help="(b) with the org choosing a rule set per recipient")
     args = p.parse_args(argv)
     parts = {x.strip() for x in args.only.split(",") if x.strip()}
 
@@ -414,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   e["reasons"].most_common()))
         if "lookup" in parts:
             lk = bench_lookup(work, args.records, args.lookups, args.seed, args.pg_admin,
-                              args.pg_copy, args.keep)
+                              args.pg_copy, args.keep, args.rulesets)
             print(f"(b) lookup done; {common.load_note()}", flush=True)
             rows.append([f"(b) ledger build: {lk['records']:,} records",
                          f"{lk['build_per_second']:,.0f} records/s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .consent import classify
 from .errors import ConfigError, GatewayError, InvalidAddress
 from .ledger import SchemaMismatch, open_ledger
 from .ledger.export import trail_csv
+from .policy.reasons import MEANING
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
@@ -107,7 +109,12 @@ def cmd_check(args) -> int:
         stream = next((s for s in settings.streams if s.org == args.org), None)
         c = classify(stream, args.purpose, args.nature, args.category)
         c = type(c)(args.org, None, c.purpose, c.nature, c.category)
-        decision = service.evaluate(c, channel, address)
+        try:
+            region, at = check_region_and_time(args.region, args.at)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        decision = service.evaluate(c, channel, address, region=region, at=at)
         evidence = [e for e in ledger.evidence_for(address, channel, args.org)
                     if decision.evidence_id and e.id == decision.evidence_id]
     finally:
@@ -118,25 +125,53 @@ def cmd_check(args) -> int:
         "reason": decision.reason, "explanation": decision.explanation,
         "ruleset": decision.ruleset, "evidence_id": decision.evidence_id,
         "evidence": [_evidence_json(e) for e in evidence],
+        "outcome": decision.outcome, "region": decision.region or None,
+        "region_source": decision.region_source or None, "meaning": MEANING[decision.reason],
     }
+    if decision.deferred:
+        result["send_at"] = decision.send_at.isoformat()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        verdict = "ALLOW" if decision.allowed else "BLOCK"
+        verdict = ("DEFER" if decision.deferred else "ALLOW" if decision.allowed
+                   else "BLOCK")
         print(f"{verdict} {decision.reason}: {decision.explanation}")
+        print(f"  ({decision.reason}: {MEANING[decision.reason]})")
         print(f"  {channel} {address} · org {args.org} · {c.purpose}/{c.nature}"
-              f" · category {c.category or '-'} · rule set {decision.ruleset}")
+              f" · category {c.category or '-'} · rule set {decision.ruleset}"
+              + (f" · region {decision.region} from {decision.region_source}"
+                 if decision.region else ""))
+        if decision.deferred:
+            print(f"  would be sent at {decision.send_at.isoformat()}")
         for e in evidence:
             print(f"  relied on evidence #{e.id}: {e.basis} obtained {e.obtained_at.isoformat()}"
                   f" source {e.source!r}")
-    return EXIT_OK if decision.allowed else EXIT_BLOCKED
+    # A deferred text will go: not a block.
+    return EXIT_OK if decision.allowed or decision.deferred else EXIT_BLOCKED
+
+
+def check_region_and_time(region: str | None, at: str | None):
+    """`--region CC` and `--at TIME` of `gateway check`, validated."""
+    from .evidence import parse_time
+
+    if region is not None and not re.fullmatch(r"[A-Za-z]{2}", region):
+        raise ValueError(f"--region {region!r} is not a 2-letter country code")
+    return (region.upper() if region else None,
+            parse_time(at) if at is not None else None)
 
 
 def _evidence_json(e) -> dict:
     return {"id": e.id, "basis": e.basis, "obtained_at": e.obtained_at.isoformat(),
             "source": e.source, "categories": list(e.categories), "context": e.context,
             "collected_by": e.collected_by, "opt_out_offered": e.opt_out_offered,
-            "named_orgs": list(e.named_orgs)}
+            "named_orgs": list(e.named_orgs), "region": e.region,
+            "relationship": e.relationship,
+            "relationship_ended_at": _iso(e.relationship_ended_at), "written": e.written,
+            "confirmed_at": _iso(e.confirmed_at)}
+
+
+def _iso(when) -> str | None:
+    return None if when is None else when.isoformat()
 
 
 def cmd_import(args) -> int:
@@ -288,6 +323,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--purpose", choices=["marketing", "service"], default="marketing")
     check.add_argument("--nature", choices=["commercial", "campaigning"])
     check.add_argument("--json", action="store_true")
+    check.add_argument("--region", metavar="CC", help="decide as if the person's region "
+                       "were CC (ISO 3166-1 alpha-2)")
+    check.add_argument("--at", metavar="TIME", help="decide as at TIME (ISO 8601 with zone)")
     check.set_defaults(fn=cmd_check)
 
     consent = sub.add_parser("consent", help="evidence records")

@@ -142,6 +142,12 @@ class Org:
     soft_opt_in_max_age_days: int
     indirect_consent_max_age_days: int
     default_region: str
+    # Rule sets per recipient (docs/rulesets.md): region key -> rule set; empty: the
+    # [gateway] ruleset for everyone. Identification the footers and texts carry.
+    rulesets: dict[str, str] = field(default_factory=dict)
+    postal_address: str = ""
+    contact: str = ""
+    brand: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,17 @@ class Settings:
             soft_opt_in_max_age_days=org.soft_opt_in_max_age_days,
             indirect_consent_max_age_days=org.indirect_consent_max_age_days,
         ) for org in self.orgs.values()}
+
+    @functools.cached_property
+    def reachable_rulesets(self) -> dict[str, frozenset[str]]:
+        """Per org, every rule set a recipient of it can be decided under."""
+        found = {}
+        for org in self.orgs.values():
+            names = set(org.rulesets.values())
+            if "default" not in org.rulesets:
+                names.add(self.gateway.ruleset)
+            found[org.id] = frozenset(names)
+        return found
 
     def stream(self, stream_id: str) -> Stream | None:
         return next((s for s in self.streams if s.id == stream_id), None)
@@ -413,6 +430,7 @@ class _Reader:
             feedback=self.feedback_section(),
         )
         self.check_exposure(settings)
+        self.check_identification(settings)
         return settings
 
     def gateway_section(self) -> GatewaySettings:
@@ -657,7 +675,8 @@ class _Reader:
         for i, s in enumerate(raw):
             n = f"org[{i}]"
             self.table(s, n, {"id", "name", "type", "similar", "soft_opt_in_max_age_days",
-                              "indirect_consent_max_age_days", "default_region"})
+                              "indirect_consent_max_age_days", "default_region",
+                              "rulesets", "postal_address", "contact", "brand"})
             org_id = self.get(s, n, "id", str, "")
             if not org_id:
                 raise self.fail(f"{n}.id", "required")
@@ -683,8 +702,36 @@ class _Reader:
                 indirect_consent_max_age_days=self.count(
                     s, n, "indirect_consent_max_age_days", 0),
                 default_region=region,
+                **self.org_rulesets(s, n, name),
             )
         return orgs
+
+    def org_rulesets(self, s: dict, n: str, name: str) -> dict:
+        """`rulesets`, `postal_address`, `contact`, `brand` of one [[org]]."""
+        mapping = self.get(s, n, "rulesets", dict, {})
+        for key, value in mapping.items():
+            if not (key in ("EU", "default") or re.fullmatch(r"[A-Z]{2}", key)):
+                raise self.fail(f"{n}.rulesets", f"key {key!r} is not a 2-letter country "
+                                "code (upper case), EU or default")
+            if value not in RULESETS:
+                raise self.fail(f"{n}.rulesets", f"{key} = {value!r} is not one of "
+                                f"{', '.join(RULESETS)}")
+        found = {}
+        for key in ("postal_address", "contact", "brand"):
+            found[key] = self.get(s, n, key, str, "").strip()
+            if _has_control(found[key]):
+                raise self.fail(f"{n}.{key}", "must be one line of printable text")
+        return {"rulesets": dict(mapping), **found, "brand": found["brand"] or name}
+
+    def check_identification(self, st: Settings) -> None:
+        """An org that can reach a rule set asking for its postal address and a contact
+        must have them (docs/rulesets.md, "New org keys")."""
+        for i, org in enumerate(st.orgs.values()):
+            needing = sorted(st.reachable_rulesets[org.id] & {"ca-casl", "us", "au-spam"})
+            for key in ("postal_address", "contact"):
+                if needing and not getattr(org, key):
+                    raise self.fail(f"org[{i}].{key}", f"required: org {org.id!r} can reach "
+                                    f"{', '.join(needing)}, whose messages must carry it")
 
     def streams(self, orgs: dict[str, Org]) -> tuple[Stream, ...]:
         streams: list[Stream] = []

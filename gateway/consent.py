@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
@@ -17,8 +18,10 @@ from .policy import (
     OptOut,
     OrgPolicy,
     decide,
+    get_ruleset,
     reasons,
 )
+from .policy.regions import RulesetChoice, choose
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Verdict:
         """allowed, blocked, or would_block (a block in monitor mode): as recorded."""
         if self.decision.allowed:
             return "allowed"
+        if self.decision.deferred and not self.deliver:
+            return "defer"
         return "blocked" if not self.deliver else "would_block"
 
 
@@ -75,6 +80,7 @@ class ConsentService:
         self.writer = writer or Writer(ledger)
         # Tells this service's decisions from those of an earlier run (other settings).
         self.incarnation = secrets.token_hex(8)
+        self._timeless: dict[str, bool] = {}  # per org: settings never change while running
 
     def org_policy(self, org_id: str) -> OrgPolicy:
         # An unknown org has no evidence and the strictest type: it can only be blocked.
@@ -82,30 +88,66 @@ class ConsentService:
                                                              name=org_id or "?",
                                                              type="nonprofit")
 
-    def evaluate(self, c: Classification, channel: str, address: str) -> Decision:
-        """The decision alone, recorded nowhere (for `gateway check`)."""
-        return self.assess(c, channel, address)[0]
+    def evaluate(self, c: Classification, channel: str, address: str, *,
+                 region: str | None = None, at: datetime | None = None) -> Decision:
+        """The decision alone, recorded nowhere (for `gateway check`: `region` as if the
+        person's region were that, `at` as if it were then)."""
+        return self.assess(c, channel, address, region=region, at=at)[0]
 
-    def assess(self, c: Classification, channel: str, address: str
+    def assess(self, c: Classification, channel: str, address: str, *,
+               region: str | None = None, at: datetime | None = None
                ) -> tuple[Decision, int | None]:
         """`evaluate`, and for a decision that allows and cannot lapse with time, how many
         opt-out rows (opt-outs and opt-ins) of this person and org it saw: with this
         service's `incarnation`, what `still_allows` later checks."""
-        return self._decide_on(c, channel, *self.ledger.history(c.org, channel, address))
+        return self._decide_on(c, channel, address,
+                               *self.ledger.history(c.org, channel, address),
+                               region=region, at=at)
 
     async def aassess(self, c: Classification, channel: str, address: str
                       ) -> tuple[Decision, int | None]:
         """`assess` from the event loop (on PostgreSQL the read does not hold it)."""
-        return self._decide_on(c, channel, *await self.ledger.ahistory(c.org, channel, address))
+        return self._decide_on(c, channel, address,
+                               *await self.ledger.ahistory(c.org, channel, address))
 
-    def _decide_on(self, c: Classification, channel: str, evidence: tuple[Evidence, ...],
-                   optouts: tuple[OptOut, ...]) -> tuple[Decision, int | None]:
+    def _decide_on(self, c: Classification, channel: str, address: str,
+                   evidence: tuple[Evidence, ...], optouts: tuple[OptOut, ...], *,
+                   region: str | None = None, at: datetime | None = None
+                   ) -> tuple[Decision, int | None]:
         org = self.org_policy(c.org)
         ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
-                             category=c.category)
-        decision = decide(ctx, evidence, optouts, self.settings.gateway.ruleset)
-        timeless = not (org.soft_opt_in_max_age_days or org.indirect_consent_max_age_days)
-        return decision, len(optouts) if decision.allowed and timeless else None
+                             category=c.category, address=address,
+                             **({"now": at} if at is not None else {}))
+        choice = self.ruleset_choice(c.org, channel, address, evidence, ctx.now, region)
+        decision = decide(ctx, evidence, optouts, choice.ruleset, choice.region,
+                          choice.region_source)
+        return decision, len(optouts) if decision.allowed and self.timeless(c.org) else None
+
+    def ruleset_choice(self, org_id: str, channel: str, address: str, evidence,
+                       now: datetime, region: str | None = None) -> RulesetChoice:
+        """The rule set for this recipient (docs/rulesets.md): the org's `rulesets` by the
+        person's region, or `[gateway] ruleset` for an org that maps none."""
+        fallback = self.settings.gateway.ruleset
+        org = self.settings.orgs.get(org_id)
+        if org is None or not org.rulesets:
+            return RulesetChoice(fallback)
+        return choose(org.rulesets, fallback, evidence=evidence, channel=channel,
+                      address=address, default_region=org.default_region, now=now,
+                      given=region)
+
+    def timeless(self, org_id: str) -> bool:
+        """Whether an allow for this org can only be undone by a new opt-out row: no age
+        limits, no rule set with windows or quiet hours, and one rule set for everyone
+        (new evidence naming a region could otherwise move the person to another)."""
+        found = self._timeless.get(org_id)
+        if found is None:
+            org = self.org_policy(org_id)
+            reachable = self.settings.reachable_rulesets.get(
+                org_id, frozenset({self.settings.gateway.ruleset}))
+            found = self._timeless[org_id] = (
+                not (org.soft_opt_in_max_age_days or org.indirect_consent_max_age_days)
+                and len(reachable) == 1 and not any(get_ruleset(r).lapses for r in reachable))
+        return found
 
     def still_allows(self, org: str, address: str, incarnation: str | None,
                      optouts_seen: int | None) -> bool:

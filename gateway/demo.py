@@ -15,6 +15,7 @@ import aiohttp
 import aiosmtplib
 
 from . import config, server
+from .demo_world import judge_everywhere, print_table
 from .evidence import parse_evidence
 from .sms.signatures import twilio_signature
 
@@ -125,7 +126,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def tour(data: Path, ledger_url: str = "") -> list[tuple]:
+async def tour(data: Path, ledger_url: str = "") -> tuple[list[tuple], tuple]:
     text = textwrap.dedent(DEMO_TOML.format(data=data, smtp=free_port(), http=free_port()))
     if ledger_url:  # an empty PostgreSQL database (its URL never printed with a password)
         text += f'\n[ledger]\nurl = "{ledger_url}"\n'
@@ -164,7 +165,8 @@ async def tour(data: Path, ledger_url: str = "") -> list[tuple]:
                 rows.append(("sms", "+447400123456", "replies STOP", f"HTTP {resp.status}",
                              "recorded"))
             rows.append(await send_text(http, base, "+447400123456", "decking text, again"))
-    return rows
+        world = judge_everywhere(rt)  # the second act (demo_world.py)
+    return rows, world
 
 
 async def send_email(settings, who: str, org: str, what: str) -> tuple:
@@ -220,7 +222,7 @@ def run_demo(args) -> int:
     keep = getattr(args, "keep", False)
     data = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     try:
-        rows = asyncio.run(tour(data, getattr(args, "ledger", None) or ""))
+        rows, world = asyncio.run(tour(data, getattr(args, "ledger", None) or ""))
     except Exception:
         shutil.rmtree(data, ignore_errors=True) if not keep else None
         raise
@@ -229,7 +231,8 @@ def run_demo(args) -> int:
     print("-" * (width + 70))
     for channel, who, what, outcome, reason in rows:
         print(f"{channel:7}  {who:{width}}  {what[:30]:30}  {outcome:9}  {reason}")
-    reasons = sorted({r[4] for r in rows if r[3] in ("allowed", "BLOCKED")})
+    shown = print_table(*world)
+    reasons = sorted({r[4] for r in rows if r[3] in ("allowed", "BLOCKED")} | shown)
     print(f"\nreason codes exercised ({len(reasons)}): {', '.join(reasons)}")
     print(f"rewritten messages (maildir): {data / 'outbox' / 'new'}")
     print(f"texts sent: {data / 'sms-outbox.jsonl'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,9 +10,12 @@ from typing import Any
 from .addresses import normalise
 from .errors import InvalidAddress, ValidationError
 from .policy import BASES, CHANNELS, COLLECTORS, CONTEXTS, Evidence
+from .policy.model import RELATIONSHIPS
 
 FIELDS = ("org", "channel", "address", "basis", "obtained_at", "source", "categories",
-          "context", "collected_by", "opt_out_offered", "named_orgs")
+          "context", "collected_by", "opt_out_offered", "named_orgs",
+          # Added in 0.3 for the rule sets beyond the UK (docs/rulesets.md).
+          "region", "relationship", "relationship_ended_at", "written", "confirmed_at")
 # Evidence can only be of the past. A little slack for clocks that disagree; beyond it a
 # date is a typo (2030 for 2023) that would outrank every later opt-out.
 FUTURE_SLACK = timedelta(minutes=5)
@@ -105,6 +109,11 @@ def parse_evidence(
     check("collected_by", lambda v: _choice(v, COLLECTORS, "self"))
     check("context", lambda v: None if v in (None, "") else _choice(v, CONTEXTS))
     check("opt_out_offered", lambda v: _as_bool(v, from_csv))
+    check("region", _region)
+    check("relationship", lambda v: _choice(v, RELATIONSHIPS, "one_off"))
+    check("relationship_ended_at", lambda v: None if v in (None, "") else parse_past_time(v))
+    check("written", lambda v: bool(_as_bool(v, from_csv)))
+    check("confirmed_at", lambda v: None if v in (None, "") else parse_past_time(v))
     if "channel" in out:
         region = regions.get(out.get("org") or "", "GB")
         check("address", lambda v: normalise(out["channel"], _text(v, required=True), region))
@@ -118,6 +127,15 @@ def parse_evidence(
     if errors:
         raise ValidationError(errors)
     return Evidence(id="", **out)
+
+
+def _region(value: Any) -> str | None:
+    """An ISO 3166-1 alpha-2 country code (any case; stored upper case)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{2}", value.strip()):
+        raise ValueError(f"{value!r} is not a 2-letter country code (ISO 3166-1 alpha-2)")
+    return value.strip().upper()
 
 
 def _org(value: Any, regions: Mapping[str, str]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .consent import ConsentService
 from .ledger import Ledger, now_iso, open_ledger
+from .ledger.deferred import DeferredTexts
 from .ledger.pending import PendingOptOuts
 from .ledger.writer import Writer
 from .metrics import Metrics
@@ -38,6 +39,8 @@ class Runtime:
     sockets: dict = field(default_factory=dict)
     # component -> the second of its last noted success (see `note`)
     _ok_second: dict = field(default_factory=dict, repr=False)
+    # Texts held until the recipient's quiet hours end (local to data_dir, like the spool).
+    deferred: DeferredTexts | None = None
 
     @classmethod
     def open(cls, settings: Settings, worker: int = 0, sockets: dict | None = None) -> Runtime:
@@ -48,7 +51,8 @@ class Runtime:
         return cls(settings=settings, ledger=ledger, consent=consent,
                    tokens=TokenBook(ledger, settings.unsubscribe.secrets),
                    optouts=OptOuts(ledger, consent, metrics, pending), metrics=metrics,
-                   worker=worker, sockets=dict(sockets or {}))
+                   worker=worker, sockets=dict(sockets or {}),
+                   deferred=DeferredTexts(settings.gateway.data_dir))
 
     @property
     def writer(self) -> Writer:
@@ -60,6 +64,8 @@ class Runtime:
         self.ledger.close()
         if self.optouts.pending is not None:
             self.optouts.pending.close()
+        if self.deferred is not None:
+            self.deferred.close()
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.settings.http.public_url}/u/{token}"

@@ -96,6 +96,8 @@ class GatewayProcess:
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     starts: int = 0
+    # More environment for the gateway (e.g. libfaketime's LD_PRELOAD and FAKETIME).
+    env: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.config = self.tmp_path / "config.toml"
@@ -128,7 +130,7 @@ class GatewayProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
                 stdout=log, stderr=log, cwd=self.tmp_path,
-                env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # SIGABRT dumps stacks
+                env={**os.environ, "PYTHONFAULTHANDLER": "1", **self.env})  # SIGABRT: stacks
         return self
 
     def wait_listening(self, timeout: float = 20.0) -> GatewayProcess:

@@ -357,3 +357,76 @@ def test_gateway_run_names_where_the_ledger_is_without_its_password(tmp_path):
 
     assert ledger_location(shared) == "PostgreSQL postgresql://gw:***@db:5432/consent"
     assert ledger_location(local) == str(tmp_path / "var" / "ledger.db")
+
+
+# -- rule sets per recipient (docs/rulesets.md) ------------------------------------------
+
+WORLD_CONFIG = CONFIG.replace('name = "Acme Garden Ltd"\n', 'name = "Acme Garden Ltd"\n'
+                              'rulesets = { default = "uk-pecr", EU = "eu-eprivacy", '
+                              'US = "us", CA = "ca-casl" }\n'
+                              'postal_address = "1 Garden Way, Leeds"\n'
+                              'contact = "hello@acme.test"\n')
+
+
+@pytest.fixture
+def world_cfg(tmp_path) -> Path:
+    path = tmp_path / "world.toml"  # beside `cfg`'s, so both use the same data dir
+    path.write_text(WORLD_CONFIG, "utf-8")
+    return path
+
+
+def test_check_names_the_rule_set_the_region_and_where_it_came_from(world_cfg, ledger,
+                                                                     capsys):
+    seed(ledger, context="negotiation")
+
+    assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["ruleset"], result["region"], result["region_source"], result["reason"]) \
+        == ("uk-pecr", "GB", "default", "soft_opt_in")
+
+    assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", "--region", "at") == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BLOCK soft_opt_in_no_sale")
+    assert "rule set eu-eprivacy · region AT from given" in out
+
+
+def test_check_at_a_time_decides_as_then(world_cfg, ledger, capsys):
+    seed(ledger, context="enquiry", obtained_at="2026-01-10T10:00:00Z")
+
+    assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", "--region", "CA",
+                   "--at", "2026-07-12T10:00:00Z", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["reason"] == "implied_enquiry"
+    assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", "--region", "CA",
+                   "--at", "2026-07-13T10:00:00Z", "--json") == 1
+    assert json.loads(capsys.readouterr().out)["reason"] == "implied_expired"
+
+
+def test_check_of_a_text_at_night_in_new_york_says_when_it_would_go_and_exits_0(
+        world_cfg, ledger, capsys):
+    seed(ledger, channel="sms", address="+12125550100", basis="consent", written=True,
+         categories=[], context=None, opt_out_offered=None)
+
+    assert gateway(world_cfg, "check", "+12125550100", "--org", "acme",
+                   "--at", "2026-06-02T02:00:00Z", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["outcome"], result["reason"], result["send_at"]) == (
+        "defer", "quiet_hours", "2026-06-02T12:00:00+00:00")
+    assert (result["ruleset"], result["region"], result["region_source"]) == (
+        "us", "US", "number")
+    assert gateway(world_cfg, "check", "+12125550100", "--org", "acme",
+                   "--at", "2026-06-02T02:00:00Z") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("DEFER quiet_hours")
+    assert "would be sent at 2026-06-02T12:00:00+00:00" in out
+
+
+def test_check_explains_the_reason_code_in_one_line(world_cfg, ledger, capsys):
+    assert gateway(world_cfg, "check", "+12125550100", "--org", "acme") == 1
+    assert "(no_written_consent: marketing texts need a signed written consent naming " \
+           "this org)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--region", "Canada"], ["--at", "tomorrow"]])
+def test_check_with_a_bad_region_or_time_is_a_usage_error(world_cfg, ledger, capsys, argv):
+    assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", *argv) == 2
+    assert "error:" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from ..policy import ALL_ORGS, Decision, Evidence, OptOut
 from . import migrate
 from .queries import (
     DECISION_INSERT,
+    DECISION_VALUES,
     EVIDENCE_INSERT,
     HISTORY_SELECT,
     OPT_OUT_INSERT,
@@ -321,7 +322,7 @@ class PostgresLedger(LedgerQueries):
                 ["(%s,%s,%s,%s,%s,%s,%s,%s)"] * len(tokens)) + ") "
             params += [v for t in tokens for v in (t.id, t.org, t.channel, t.address, t.stream,
                                                     t.message_id, t.reply_to, at)]
-        sql += DECISION_INSERT_NO_ID + ",".join(["(" + ",".join(["%s"] * 16) + ")"]
+        sql += DECISION_INSERT_NO_ID + ",".join(["(" + ",".join(["%s"] * DECISION_VALUES) + ")"]
                                                  * len(decisions)) + " RETURNING id"
         params += [v for d, what in decisions for v in _decision_row(0, at, d, what)[1:]]
         with self._conn() as conn:

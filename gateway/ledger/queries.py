@@ -59,7 +59,9 @@ class DecisionRecord:
 
 
 EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "source",
-                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs")
+                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs",
+                    "region", "relationship", "relationship_ended_at", "written",
+                    "confirmed_at")
 
 
 EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
@@ -72,7 +74,8 @@ HISTORY_SELECT = (
     f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
     "WHERE address = ? AND channel = ? AND org = ? "
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
-    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?)")
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    "FROM optouts WHERE address = ? AND org IN (?, ?)")
 
 
 def _kind_and_id(row: tuple) -> tuple[int, int]:
@@ -86,7 +89,9 @@ def _evidence_of(r: tuple) -> Evidence:
         obtained_at=_time(r[5]), source=r[6], categories=_names(r[7]),
         context=r[8], collected_by=r[9],
         opt_out_offered=None if r[10] is None else bool(r[10]),
-        named_orgs=_names(r[11]))
+        named_orgs=_names(r[11]), region=r[12], relationship=r[13],
+        relationship_ended_at=None if r[14] is None else _time(r[14]),
+        written=bool(r[15]), confirmed_at=None if r[16] is None else _time(r[16]))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -96,7 +101,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 DECISION_INSERT = (
     "INSERT INTO decisions (id, at, org, stream, channel, address, purpose, nature, category, "
-    "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation) VALUES ")
+    "allowed, outcome, reason, evidence_id, message_id, mode, ruleset, explanation, region, "
+    "region_source) VALUES ")
+DECISION_VALUES = 18  # the columns above, besides id
 
 
 # An opt-out (or opt-in); a second row with the same request_id is not written (None back).
@@ -107,8 +114,9 @@ OPT_OUT_INSERT = (
 
 EVIDENCE_INSERT = (
     "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, categories, "
-    "context, collected_by, opt_out_offered, named_orgs, recorded_at, recorded_via) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "context, collected_by, opt_out_offered, named_orgs, recorded_at, recorded_via, "
+    "region, relationship, relationship_ended_at, written, confirmed_at) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
 
 def evidence_row(r: Evidence, via: str) -> tuple:
@@ -118,7 +126,13 @@ def evidence_row(r: Evidence, via: str) -> tuple:
         json.dumps(list(r.categories)), r.context, r.collected_by,
         None if r.opt_out_offered is None else int(r.opt_out_offered),
         json.dumps(list(r.named_orgs)), now_iso(), via,
+        r.region, r.relationship, _iso(r.relationship_ended_at), int(r.written),
+        _iso(r.confirmed_at),
     )
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
 
 
 def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionRecord) -> tuple:
@@ -131,7 +145,7 @@ def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionR
     return (decision_id, at, what.org, what.stream, what.channel, what.address, what.purpose,
             what.nature, what.category, int(decision.allowed), outcome, decision.reason,
             decision.evidence_id, what.message_id, what.mode, decision.ruleset,
-            decision.explanation)
+            decision.explanation, decision.region, decision.region_source)
 
 
 def history_of(rows: list[tuple]) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
@@ -297,6 +311,7 @@ class LedgerQueries:
             r["named_orgs"] = json.loads(r["named_orgs"])
             if r["opt_out_offered"] is not None:
                 r["opt_out_offered"] = bool(r["opt_out_offered"])
+            r["written"] = bool(r["written"])
             evidence.append(r)
         decisions = self.decisions_for(address, org)
         for d in decisions:

@@ -21,6 +21,7 @@ from ..policy import ALL_ORGS, Decision, Evidence, OptOut
 from . import migrate
 from .queries import (
     DECISION_INSERT,
+    DECISION_VALUES,
     EVIDENCE_INSERT,
     HISTORY_SELECT,
     OPT_OUT_INSERT,
@@ -118,7 +119,7 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
         # the next id, INSERT, COMMIT). Its rows get consecutive ids in VALUES order: each
         # new row's rowid is one more than the largest, and the statement holds the write
         # lock throughout.
-        cur = conn.execute(DECISION_INSERT + ",".join(["(NULL" + ",?" * 16 + ")"]
+        cur = conn.execute(DECISION_INSERT + ",".join(["(NULL" + ",?" * DECISION_VALUES + ")"]
                                                       * len(decisions)),
                            [v for decision, what in decisions
                             for v in _decision_row(0, at, decision, what)[1:]])

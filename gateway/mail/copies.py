@@ -12,6 +12,7 @@ from email.utils import make_msgid
 from ..addresses import normalise_email
 from ..config import Stream
 from ..consent import Classification, classify
+from ..identification import email_footers
 from ..ledger import TokenRecord
 from ..ledger.spool import Copy, Marketing
 from ..policy import Decision
@@ -23,6 +24,7 @@ from .headers import ensure_message_id, strip_headers
 from .rewrite import rewrite_for_recipient
 
 GATEWAY_HEADER_PREFIX = b"X-Gateway-"
+UK_AND_EU = frozenset({"", "uk-pecr", "uk-pecr-2026", "eu-eprivacy", "eu-de", "eu-fr"})
 
 
 @dataclass
@@ -74,7 +76,7 @@ def prepare(rt: Runtime, raw: bytes, mail_from: str, rcpts: list[str],
                                        f"{decision.reason}", decision.reason))
         elif decision.needs_opt_out:
             out.copies.append(_marketing_copy(rt, raw, mail_from, rcpt, address, c, message_id,
-                                              out.tokens, optouts_seen))
+                                              out.tokens, optouts_seen, decision))
         else:
             data = strip_headers(raw, GATEWAY_HEADER_PREFIX)
             out.copies.append(Copy("copy", mail_from, rcpt, data, message_id, c.stream, c.org))
@@ -113,7 +115,7 @@ def footer(rt: Runtime, name: str, org_name: str, token: str) -> str:
 
 def _marketing_copy(rt: Runtime, raw: bytes, mail_from: str, rcpt: str, address: str,
                     c: Classification, message_id: str, tokens: list[TokenRecord],
-                    optouts_seen: int | None) -> Copy:
+                    optouts_seen: int | None, decision: Decision | None = None) -> Copy:
     token, record = rt.tokens.issue(org=c.org, channel="email", address=address,
                                     stream=c.stream, message_id=message_id)
     url = rt.unsubscribe_url(token)
@@ -122,10 +124,16 @@ def _marketing_copy(rt: Runtime, raw: bytes, mail_from: str, rcpt: str, address:
         reply_to = f"reply+{token}@{rt.settings.unsubscribe.mailto_domain}"
     org = rt.settings.orgs.get(c.org)
     org_name = org.name if org else c.org
+    footer_text = footer(rt, "email_footer.txt.j2", org_name, token)
+    footer_html = footer(rt, "email_footer.html.j2", org_name, token)
+    if decision is not None and decision.ruleset not in UK_AND_EU:
+        # The recipient's rule set asks for the sender's address, contact or an
+        # advertisement line (gateway/identification.py).
+        more_text, more_html = email_footers(org, decision)
+        footer_text, footer_html = footer_text + more_text, footer_html + more_html
     result = rewrite_for_recipient(
         raw, unsubscribe_url=url, mailto_url=f"mailto:{rt.unsubscribe_mailto(token)}",
-        reply_to=reply_to, footer_text=footer(rt, "email_footer.txt.j2", org_name, token),
-        footer_html=footer(rt, "email_footer.html.j2", org_name, token))
+        reply_to=reply_to, footer_text=footer_text, footer_html=footer_html)
     data = result.data
     if rt.settings.esp:  # each configured ESP's custom data names the token (esp_headers.py)
         data = add_esp_headers(data, token, tuple(rt.settings.esp))

@@ -14,6 +14,7 @@ PURPOSES = ("marketing", "service")
 NATURES = ("commercial", "campaigning")
 ALL_ORGS = "*"  # an opt-out with this org covers every organisation (STOPALL)
 ALL_CHANNELS = "all"
+RELATIONSHIPS = ("one_off", "ongoing")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class Evidence:
     collected_by: str = "self"
     opt_out_offered: bool | None = None
     named_orgs: tuple[str, ...] = ()
+    # Added in 0.3 (docs/rulesets.md); old records keep their meaning with these defaults.
+    region: str | None = None
+    relationship: str = "one_off"
+    relationship_ended_at: datetime | None = None
+    written: bool = False
+    confirmed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class MessageContext:
     nature: str = "commercial"
     category: str | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The recipient's normalised address: the quiet-hours row reads a number's time zones.
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,12 @@ class Decision:
     explanation: str
     evidence_id: str | None = None
     ruleset: str = ""
+    # Where the rule set came from: the recipient's region and how it was found
+    # (evidence, number, default, given); "" when the org maps no regions.
+    region: str = ""
+    region_source: str = ""
+    # A deferral (reason quiet_hours): not allowed now, sent at send_at.
+    send_at: datetime | None = None
     # When it was decided: the context's `now`, taken before the person's records were
     # read. The audit log records this, not the (later) time the record was written, so
     # an opt-out that arrived meanwhile shows as after the decision, as it was.
@@ -104,7 +119,13 @@ class Decision:
 
     @property
     def outcome(self) -> str:
+        if self.send_at is not None:
+            return "defer"
         return "allowed" if self.allowed else "blocked"
+
+    @property
+    def deferred(self) -> bool:
+        return self.send_at is not None
 
     @property
     def needs_opt_out(self) -> bool:

@@ -76,6 +76,12 @@ def opted_out(
     )
 
 
+#: Step 2 of every rule set, in order: rows (ctx, optouts, history) -> Decision | None that
+#: suppress marketing whatever else is recorded. Every rule set runs this one list, so a
+#: row added here (an erasure, say) reaches them all.
+SUPPRESSION_ROWS: list = [opted_out]
+
+
 def consent_covers(ctx: MessageContext, record: Evidence) -> bool:
     """Specific consent for this org and channel; a scoped consent must name the category."""
     if record.basis != "consent":

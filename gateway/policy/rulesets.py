@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import reasons as R
-from . import rules
+from . import rules, world
 from .model import Decision, Evidence, MessageContext, OptOut
+from .steps import Step, run_steps
 
 SoftRow = Callable[[MessageContext, Evidence], bool]
 
@@ -18,7 +19,21 @@ class RuleSet:
 
     name: str
     description: str
-    soft_opt_in_rows: tuple[tuple[str, SoftRow], ...]
+    soft_opt_in_rows: tuple[tuple[str, SoftRow], ...] = ()
+    # Rule sets beyond the UK (docs/rulesets.md): the rows after step 2 as an ordered list
+    # of steps (gateway/policy/steps.py); `text_steps` where texts have their own table.
+    steps: tuple[Step, ...] | None = None
+    text_steps: tuple[Step, ...] | None = None
+    # Whether an allow can lapse with time alone (windows, quiet hours): a copy waiting in
+    # the spool is then always decided again in full.
+    lapses: bool = False
+    # What every marketing message carries under it (docs/rulesets.md), for the footers.
+    identification: str = "uk"
+
+    def steps_for(self, channel: str) -> tuple[Step, ...]:
+        if channel == "sms" and self.text_steps is not None:
+            return self.text_steps
+        return self.steps or ()
 
 
 UK_PECR = RuleSet(
@@ -47,7 +62,40 @@ UK_PECR_2026 = RuleSet(
     ),
 )
 
-RULESETS: dict[str, RuleSet] = {r.name: r for r in (UK_PECR, UK_PECR_2026)}
+# --- the rule sets beyond the UK (docs/rulesets.md); their rows are in world.py ----------
+
+EU_EPRIVACY = RuleSet(
+    name="eu-eprivacy",
+    description="EU ePrivacy Directive Art. 13, the strictest common reading",
+    steps=world.EU_EPRIVACY, identification="eu")
+EU_DE = RuleSet(
+    name="eu-de",
+    description="Germany (UWG §7): eu-eprivacy, consent only with double opt-in, soft "
+    "opt-in for email only",
+    steps=world.EU_DE, identification="eu")
+EU_FR = RuleSet(
+    name="eu-fr",
+    description="France (CPCE L34-5, CNIL): eu-eprivacy, corporate subscribers allowed, "
+    "consent for 3 years",
+    steps=world.EU_FR, lapses=True, identification="eu")
+CA_CASL = RuleSet(
+    name="ca-casl",
+    description="Canada's Anti-Spam Legislation: express consent, or implied consent "
+    "within its window",
+    steps=world.CA_CASL, lapses=True, identification="ca-casl")
+US = RuleSet(
+    name="us",
+    description="US: CAN-SPAM (email, opt-out) and TCPA (texts: written consent, not at "
+    "night)",
+    steps=world.US_EMAIL, text_steps=world.US_TEXT, lapses=True, identification="us")
+AU_SPAM = RuleSet(
+    name="au-spam",
+    description="Australia's Spam Act 2003: express consent, or inferred from a current "
+    "relationship",
+    steps=world.AU_SPAM, lapses=True, identification="au-spam")
+
+RULESETS: dict[str, RuleSet] = {r.name: r for r in (
+    UK_PECR, UK_PECR_2026, EU_EPRIVACY, EU_DE, EU_FR, CA_CASL, US, AU_SPAM)}
 DEFAULT_RULESET = UK_PECR.name
 
 
@@ -64,6 +112,8 @@ def decide(
     evidence: Iterable[Evidence],
     optouts: Iterable[OptOut] = (),
     ruleset: str = DEFAULT_RULESET,
+    region: str = "",
+    region_source: str = "",
 ) -> Decision:
     """Run the decision table for one recipient. `evidence` and `optouts` are this
     person's records; records of other orgs or channels are ignored, and the result
@@ -73,7 +123,8 @@ def decide(
     # As dataclasses.replace(found, ruleset=..., decided_at=...) would, without its
     # per-call look at the fields (a decision per message).
     return Decision(found.allowed, found.reason, found.explanation, found.evidence_id,
-                    ruleset=rs.name, decided_at=ctx.now)
+                    ruleset=rs.name, region=region, region_source=region_source,
+                    send_at=found.send_at, decided_at=ctx.now)
 
 
 def _decide(ctx, evidence, optouts, rs: RuleSet) -> Decision:
@@ -91,9 +142,12 @@ def _decide(ctx, evidence, optouts, rs: RuleSet) -> Decision:
         )
     )
     outs = tuple(optouts)
-    if decision := rules.opted_out(ctx, outs, history):
-        return decision
+    for suppression in rules.SUPPRESSION_ROWS:
+        if decision := suppression(ctx, outs, history):
+            return decision
     history = _in_force(ctx, history, outs)
+    if rs.steps is not None:
+        return run_steps(ctx, history, rs.steps_for(ctx.channel))
     if decision := rules.consent(ctx, history):
         return decision
     if decision := rules.corporate_subscriber(ctx, history):

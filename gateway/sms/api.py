@@ -7,6 +7,8 @@ Request: ``{"to", "body", "from"?, "purpose"?, "nature"?, "category"?, "status_c
 | sent                            | 202    | status, decision, to, from, body (final),        |
 |                                 |        | encoding, segments, warnings, provider,          |
 |                                 |        | message_id (the provider's), gateway_message_id  |
+| deferred (quiet hours)          | 202    | status "deferred", send_at, decision, to, from,  |
+|                                 |        | body (as given), gateway_message_id              |
 | blocked (or provider opt-out)   | 403    | error "blocked", reason, explanation             |
 | bad JSON / field / number       | 400    | error (bad_json, invalid_request, invalid_number,|
 |                                 |        | …), field, detail                                |
@@ -31,6 +33,7 @@ from aiohttp import web
 from ..errors import StoreUnavailable
 from ..web.common import json_body, json_error
 from .channel import channel, log_failure
+from .deferral import TextDeferred
 from .outbound import (
     INTERNAL_ERROR,
     STORE_UNAVAILABLE,
@@ -84,6 +87,19 @@ def sent_answer(sent: SentText) -> dict[str, Any]:
     }
 
 
+def deferred_answer(exc: TextDeferred) -> dict[str, Any]:
+    """Held for the recipient's quiet hours: when it will go (contract, "Rule sets per
+    recipient")."""
+    d = exc.decision
+    return {
+        "status": "deferred", "send_at": exc.send_at.isoformat(),
+        "decision": {"allowed": d.allowed, "reason": d.reason, "explanation": d.explanation,
+                     "outcome": d.outcome, "ruleset": d.ruleset},
+        "to": exc.to, "from": exc.from_, "body": exc.body,
+        "gateway_message_id": exc.message_id,
+    }
+
+
 def blocked_answer(exc: TextBlocked) -> web.Response:
     return json_error(403, "blocked", reason=exc.decision.reason,
                       explanation=exc.decision.explanation,
@@ -103,6 +119,9 @@ async def send_sms(request: web.Request) -> web.Response:
         return json_error(exc.status, exc.error, field=exc.field, detail=exc.detail)
     except TextBlocked as exc:
         return blocked_answer(exc)
+    except TextDeferred as exc:
+        return web.json_response(deferred_answer(exc), status=202,
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
     except ProviderError as exc:
         return json_error(502, "provider_error", provider=exc.provider, code=exc.code,
                           message=provider_problem(exc))

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import logging
@@ -32,12 +33,15 @@ from dataclasses import dataclass
 from ..addresses import mask, normalise_phone
 from ..caching import cached_if_short
 from ..config import Stream
-from ..consent import Classification, classify
+from ..consent import Classification, Verdict, classify
 from ..errors import GatewayError, InvalidAddress
+from ..identification import IDENTIFYING as BRANDED
+from ..identification import branded
 from ..logs import event
 from ..optouts import OptOutRequest
 from ..policy import Decision, reasons
 from ..runtime import Runtime
+from .deferral import hold_text
 from .opt_out import compose, is_alphanumeric_sender, opt_out_line, segment_warnings
 from .providers import OutboundSms, ProviderError, ProviderResult, RecipientOptedOut, SmsProvider
 from .segments import Segments, measure
@@ -277,12 +281,23 @@ class Relay:
     # -- sending ------------------------------------------------------------------------
 
     async def send(self, stream: Stream, req: TextRequest) -> SentText:
-        """Check, decide, add the opt-out, send; raises TextRejected, TextBlocked or
-        ProviderError when the text did not go."""
+        """Check, decide, add the opt-out, send; raises TextRejected, TextBlocked,
+        TextDeferred (held to be sent later) or ProviderError when the text did not go."""
         text = self.prepare(stream, req)
         message_id = new_message_id()
         verdict = await self.rt.consent.adecide(text.classification, "sms", text.to,
                                                 message_id)
+        if verdict.decision.deferred and not verdict.deliver:
+            self._child(self.rt.metrics.decisions, "sms", verdict.outcome,
+                        verdict.decision.reason).inc()
+            await hold_text(self.rt, stream, text, message_id, verdict.decision,
+                            req.status_callback)  # raises TextDeferred
+        return await self.send_decided(stream, text, message_id, verdict,
+                                       req.status_callback)
+
+    async def send_decided(self, stream: Stream, text: Prepared, message_id: str,
+                           verdict: Verdict, status_callback: str | None) -> SentText:
+        """The rest of `send` once decided (also for a deferred text whose time came)."""
         decision = verdict.decision
         self._child(self.rt.metrics.decisions, "sms", verdict.outcome, decision.reason).inc()
         if not verdict.deliver:
@@ -291,16 +306,19 @@ class Relay:
             raise TextBlocked(decision, message_id)
         warnings = [] if decision.allowed else [
             f"monitor mode: delivered although the decision is {decision.reason}"]
+        given = text.body
+        if decision.ruleset in BRANDED:  # the sender named first (gateway/identification.py)
+            text = dataclasses.replace(text, body=branded(text.body, self.rt.settings.orgs.get(
+                stream.org), decision))
         line = await opt_out_line(self.rt, stream, decision, to=text.to, from_=text.from_,
                                   body=text.body, message_id=message_id)
         body = compose(text.body, line)
         segments = measure(body)
-        if body is not text.body and segments.segments > 1:
+        if body is not given and segments.segments > 1:
             # Without an added line, or when the whole text fits in one segment, the
             # opt-out line cannot have added a segment: no second measurement needed.
-            warnings += segment_warnings(measure(text.body), segments)
-        callback = self.callback_url(stream, req.status_callback) if req.status_callback \
-            else None
+            warnings += segment_warnings(measure(given), segments)
+        callback = self.callback_url(stream, status_callback) if status_callback else None
         outbound = OutboundSms(text.to, text.from_, body, callback, message_id)
         result = await self.deliver(stream, outbound, message_id)
         event(log, "sms_sent", stream=stream.id, message_id=message_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +22,7 @@ from ..logs import event
 from ..runtime import Runtime
 from . import api, twilio_api, webhooks
 from .channel import SMS, SmsChannel
+from .deferral import DeferredSender
 from .forward import BackgroundTasks, Forwarder
 from .providers import make_provider
 
@@ -33,6 +35,15 @@ PROVIDER_BACKOFF = 0.5
 # Forwards to apps (inbound replies, statuses): tries in all, first back-off (seconds).
 FORWARD_ATTEMPTS = 3
 FORWARD_BACKOFF = 0.5
+
+
+def deferred_status(rt: Runtime) -> dict:
+    """/status: how many texts wait for their recipient's quiet hours to end, and when
+    the next one goes."""
+    stats = rt.deferred.stats()
+    first = stats["next_send_at"]
+    return {"count": stats["count"], "next_send_at": None if first is None else
+            datetime.fromtimestamp(first, UTC).isoformat(timespec="seconds")}
 
 
 async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[None]]:
@@ -53,6 +64,10 @@ async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[Non
     forwarder = Forwarder(rt, session, tasks, attempts=FORWARD_ATTEMPTS,
                           backoff=FORWARD_BACKOFF)
     app[SMS] = SmsChannel.build(rt, provider, forwarder)
+    # Texts held for the recipient's quiet hours go when their time comes (deferral.py).
+    deferred = DeferredSender(rt, app[SMS].relay)
+    deferred.start()
+    rt.status_providers["deferred_texts"] = lambda: deferred_status(rt)
     app.add_routes(api.routes)
     app.add_routes(twilio_api.routes)
     app.add_routes(webhooks.routes)
@@ -60,6 +75,7 @@ async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[Non
           forward=bool(s.inbound_forward_url))
 
     async def stop() -> None:
+        await deferred.stop()
         await tasks.close()
         await session.close()
         event(log, "sms_stopped")

@@ -42,6 +42,7 @@ from ..config import Stream
 from ..errors import StoreUnavailable
 from ..web.common import basic_credentials
 from .channel import channel, log_failure
+from .deferral import TextDeferred
 from .outbound import (
     INTERNAL_ERROR,
     STORE_UNAVAILABLE,
@@ -52,6 +53,7 @@ from .outbound import (
     provider_problem,
 )
 from .providers import ProviderError
+from .segments import measure
 
 routes = web.RouteTableDef()
 
@@ -101,6 +103,24 @@ def message_resource(stream: Stream, sent: SentText) -> dict[str, Any]:
     return resource
 
 
+def scheduled_resource(stream: Stream, exc: TextDeferred) -> dict[str, Any]:
+    """A message held for the recipient's quiet hours, as Twilio shows a scheduled one:
+    `status` "scheduled", `date_sent` null, our id as its sid."""
+    sid = exc.message_id
+    uri = f"/{API_VERSION}/Accounts/{stream.id}/Messages/{sid}"
+    now = _http_date(int(time.time()))
+    return {
+        "account_sid": stream.id, "api_version": API_VERSION, "body": exc.body,
+        "date_created": now, "date_sent": None, "date_updated": now,
+        "direction": "outbound-api", "error_code": None, "error_message": None,
+        "from": exc.from_, "messaging_service_sid": None, "num_media": "0",
+        "num_segments": str(measure(exc.body).segments), "price": None, "price_unit": None,
+        "sid": sid,
+        "status": "scheduled", "subresource_uris": {"media": f"{uri}/Media.json"},
+        "to": exc.to, "uri": f"{uri}.json", "send_at": exc.send_at.isoformat(),
+    }
+
+
 @functools.lru_cache(maxsize=4)
 def _http_date(second: int) -> str:
     """RFC 2822 date of a Unix second, as Twilio writes date_created (made once a second)."""
@@ -145,6 +165,8 @@ async def create_message(request: web.Request) -> web.Response:
                                                          f"invalid: {exc.detail}")
     except TextBlocked as exc:
         return blocked(exc)
+    except TextDeferred as exc:
+        return web.json_response(scheduled_resource(stream, exc), status=201, dumps=dumps)
     except ProviderError as exc:
         return provider_failed(exc)
     except StoreUnavailable as exc:

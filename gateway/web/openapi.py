@@ -74,6 +74,14 @@ SCHEMAS: dict[str, Any] = {
             "collected_by": {"type": "string", "enum": ["self", "third_party"]},
             "opt_out_offered": {"type": "boolean"},
             "named_orgs": {"type": "array", "items": {"type": "string"}},
+            "region": {"type": "string", "pattern": "^[A-Za-z]{2}$",
+                       "description": "ISO 3166-1 alpha-2 country of the person"},
+            "relationship": {"type": "string", "enum": ["one_off", "ongoing"]},
+            "relationship_ended_at": {"type": "string", "format": "date-time"},
+            "written": {"type": "boolean",
+                        "description": "consent was a signed written agreement (US texts)"},
+            "confirmed_at": {"type": "string", "format": "date-time",
+                             "description": "double opt-in confirmation (eu-de)"},
         },
     },
     "Stored": {
@@ -117,6 +125,24 @@ SCHEMAS: dict[str, Any] = {
             "category": {"type": "string",
                          "description": "honoured only where the stream has allow_headers"},
             "status_callback": {"type": "string", "format": "uri"},
+        },
+    },
+    "DeferredText": {
+        "type": "object",
+        "required": ["status", "send_at", "decision", "to", "from", "body",
+                     "gateway_message_id"],
+        "properties": {
+            "status": {"type": "string", "enum": ["deferred"]},
+            "send_at": {"type": "string", "format": "date-time",
+                        "description": "when it will be decided again and sent"},
+            "decision": {"type": "object", "properties": {
+                "allowed": {"type": "boolean"}, "reason": {"type": "string"},
+                "explanation": {"type": "string"}, "outcome": {"type": "string"},
+                "ruleset": {"type": "string"}}},
+            "to": {"type": "string"}, "from": {"type": "string"},
+            "body": {"type": "string", "description": "as given; brand and opt-out are "
+                                                      "added when it is sent"},
+            "gateway_message_id": {"type": "string"},
         },
     },
     "SentText": {
@@ -212,7 +238,10 @@ def _paths() -> dict[str, Any]:
             "requestBody": {"required": True,
                             "content": {JSON: {"schema": _ref("TextRequest")}}},
             "responses": {
-                "202": _json(_ref("SentText"), "sent to the provider"),
+                "202": {"description": "sent to the provider, or deferred (quiet hours: "
+                                        "held and sent at send_at)",
+                        "content": {JSON: {"schema": {"oneOf": [
+                            _ref("SentText"), _ref("DeferredText")]}}}},
                 "400": _error("bad JSON, field, number or sender"),
                 "401": UNAUTHORIZED, "403": _json(_ref("Blocked"), "blocked, with its reason"),
                 "422": _error("`from` not one of the stream's sms_from (`from_not_allowed`), "

@@ -275,6 +275,8 @@ async def snapshot(request: web.Request) -> dict:
         "generated_at": now_iso(),
         "mode": rt.settings.gateway.mode,
         "ruleset": {"name": ruleset.name, "description": ruleset.description},
+        # Orgs that choose a rule set per recipient (docs/rulesets.md): region -> rule set.
+        "org_rulesets": {o.id: o.rulesets for o in rt.settings.orgs.values() if o.rulesets},
         **stored,
         "spool": spool_view(states.pop("spool", None)),
         "components": states,
@@ -291,6 +293,7 @@ def reason_rows(decisions: dict) -> list[dict]:
     hour, day = decisions["last_hour"]["by_reason"], decisions["last_24h"]["by_reason"]
     codes = list(reasons.ALL) + sorted(set(day) - set(reasons.ALL))
     return [{"reason": code, "allowing": code in reasons.ALLOWING,
+             "meaning": reasons.MEANING.get(code, ""),
              "last_hour": hour.get(code, {}).get("total", 0),
              "last_24h": day.get(code, {}).get("total", 0),
              "would_block_24h": day.get(code, {}).get("would_block", 0)} for code in codes]

@@ -77,6 +77,7 @@ id = "acme"
 name = "Acme Garden Ltd"
 type = "commercial"
 default_region = "GB"
+{acme_extra}
 
 [[org]]
 id = "bloom"
@@ -296,7 +297,7 @@ async def start_gateway(tmp_path: Path, provider: Recorder, monkeypatch):
             "public_url": f"http://127.0.0.1:{http_port}", "provider": "twilio",
             "forward_url": "", "twilio_sid": TWILIO_SID, "twilio_token": TWILIO_TOKEN,
             "provider_base": provider.base, "vonage_secret": VONAGE_SIGNING_SECRET,
-            "acme_number": ACME_NUMBER, "bloom_number": BLOOM_NUMBER,
+            "acme_number": ACME_NUMBER, "bloom_number": BLOOM_NUMBER, "acme_extra": "",
         }
         values.update(over)
         settings = config.parse(textwrap.dedent(TOML.format(**values)), None, tmp_path)
