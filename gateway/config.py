@@ -170,6 +170,16 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """[privacy]: the key of the erasures' suppression hashes ("" = one generated and kept
+    in data_dir, see gateway/privacy/suppression.py) and how long decisions are kept
+    (seconds; 0 = forever)."""
+
+    suppression_key: str = field(default="", repr=False)
+    decisions_retention: int = 730 * 86400
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration."""
 
@@ -184,6 +194,7 @@ class Settings:
     orgs: dict[str, Org]
     streams: tuple[Stream, ...]
     ledger: LedgerSettings = LedgerSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
@@ -354,7 +365,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
-                 "org", "stream", "ledger"}
+                 "org", "stream", "ledger", "privacy"}
         self.table(self.raw, "", known)
         for name in known - {"org", "stream"}:
             self.get(self.raw, "", name, dict, {})
@@ -372,6 +383,7 @@ class _Reader:
             orgs=orgs,
             streams=streams,
             ledger=self.ledger_section(),
+            privacy=self.privacy_section(),
         )
         self.check_exposure(settings)
         return settings
@@ -406,6 +418,17 @@ class _Reader:
                                 ) from None
             return LedgerSettings(url)
         raise self.fail("ledger.url", "expected sqlite:///PATH or postgresql://…")
+
+    def privacy_section(self) -> PrivacySettings:
+        s = self.table(self.raw.get("privacy", {}), "privacy",
+                       {"suppression_key", "decisions_retention"})
+        key = self.get(s, "privacy", "suppression_key", str, "")
+        if key and len(key) < 8:
+            raise self.fail("privacy.suppression_key", "too short: use a long random value "
+                            "(or leave it out: one is generated in data_dir)")
+        return PrivacySettings(
+            suppression_key=key,
+            decisions_retention=self.duration(s, "privacy", "decisions_retention", "730d"))
 
     def processes(self, section: dict) -> int:
         """`processes`: a count (1 to 64), or "auto": one per CPU core, at most
@@ -649,6 +672,9 @@ class _Reader:
         if any(s in EXAMPLE_SECRETS for s in st.unsubscribe.secrets):
             raise self.fail("unsubscribe.secret", "still the example value on a non-loopback "
                             "listener; set a long random secret")
+        if st.privacy.suppression_key in EXAMPLE_SECRETS | {"change-me-three"}:
+            raise self.fail("privacy.suppression_key", "still the example value on a "
+                            "non-loopback listener; set a long random key (never rotate it)")
         for i, stream in enumerate(st.streams):
             if stream.smtp_password in EXAMPLE_SECRETS or stream.api_key == "sk_acme_news":
                 raise self.fail(f"stream[{i}].smtp_password", "still the example value on a "

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
 from .ledger.writer import Writer, Writes
-from .policy import NATURES, PURPOSES, Decision, MessageContext, OrgPolicy, decide, reasons
+from .policy import (
+    ERASED_KIND,
+    NATURES,
+    PURPOSES,
+    Decision,
+    MessageContext,
+    OrgPolicy,
+    decide,
+    reasons,
+)
+from .privacy.suppression import SuppressionKey, load_key
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class ConsentService:
         self.writer = writer or Writer(ledger)
         # Tells this service's decisions from those of an earlier run (other settings).
         self.incarnation = secrets.token_hex(8)
+        # Finds the erasures of the person decided for (docs/privacy.md).
+        self.suppression: SuppressionKey = load_key(settings, ledger)
 
     def org_policy(self, org_id: str) -> OrgPolicy:
         # An unknown org has no evidence and the strictest type: it can only be blocked.
@@ -84,20 +96,28 @@ class ConsentService:
         org = self.org_policy(c.org)
         ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
                              category=c.category)
-        evidence, optouts = self.ledger.history(c.org, channel, address)
+        evidence, optouts = self.ledger.history(c.org, channel, address,
+                                                self.suppression.of(channel, address))
         decision = decide(ctx, evidence, optouts, self.settings.gateway.ruleset)
         timeless = not (org.soft_opt_in_max_age_days or org.indirect_consent_max_age_days)
-        return decision, len(optouts) if decision.allowed and timeless else None
+        if not (decision.allowed and timeless):
+            return decision, None
+        return decision, sum(1 for o in optouts if o.kind != ERASED_KIND)
 
     def still_allows(self, org: str, address: str, incarnation: str | None,
-                     optouts_seen: int | None) -> bool:
+                     optouts_seen: int | None, channel: str = "email") -> bool:
         """Whether a decision `assess` made (here, `optouts_seen` rows) must still allow,
         decided with one count instead of the whole decision. It must when this service
-        made it (same settings, rule set and mode) and the person has the same opt-out
-        rows: the ledger is append-only and evidence added since can only allow more.
-        False means: decide again in full."""
-        return (incarnation == self.incarnation and optouts_seen is not None
-                and self.ledger.opt_out_count(org, address) == optouts_seen)
+        made it (same settings, rule set and mode), the person has the same opt-out rows
+        and has never been erased: but for erasure the ledger is append-only and evidence
+        added since can only allow more. An erasure deletes rows (the count could come
+        out the same), so any erasure of the person means: decide again in full, as does
+        False."""
+        if incarnation != self.incarnation or optouts_seen is None:
+            return False
+        count, erasures = self.ledger.opt_out_state(org, address,
+                                                    self.suppression.of(channel, address))
+        return count == optouts_seen and erasures == 0
 
     def decide(self, c: Classification, channel: str, address: str,
                message_id: str | None = None) -> Verdict:

@@ -110,6 +110,10 @@ allow_headers = false
 """
 
 
+# Gateways sharing a ledger share its suppression key (each data_dir would generate its own).
+SHARED_LEDGER_PRIVACY = '\n[privacy]\nsuppression_key = "test-suppression-key"\n'
+
+
 def make_settings(tmp_path: Path, **over) -> config.Settings:
     values = dict(
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
@@ -121,6 +125,7 @@ def make_settings(tmp_path: Path, **over) -> config.Settings:
     text = textwrap.dedent(BASE_TOML.format(**values))
     if values["ledger_url"]:  # else SQLite in data_dir, the default
         text += f'\n[ledger]\nurl = "{values["ledger_url"]}"\n'
+        text += SHARED_LEDGER_PRIVACY
     return config.parse(text, None, tmp_path)
 
 
@@ -263,7 +268,8 @@ def fresh_ledger(request, tmp_path_factory):
                                       tmp_path_factory.mktemp("ledger")))
         book = opened[0]
         with book._conn() as conn:
-            conn.execute("TRUNCATE evidence, optouts, decisions, tokens RESTART IDENTITY")
+            conn.execute("TRUNCATE evidence, optouts, decisions, tokens, suppressions, "
+                         "suppression_key RESTART IDENTITY")
         return book
 
     yield make

@@ -28,7 +28,7 @@ import psycopg
 import psycopg_pool
 
 from ..errors import StoreUnavailable
-from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from ..policy import Decision, Evidence, OptOut
 from . import migrate
 from .queries import (
     DECISION_INSERT,
@@ -42,6 +42,7 @@ from .queries import (
     _decision_row,
     evidence_row,
     history_of,
+    history_params,
     now_iso,
 )
 
@@ -239,10 +240,17 @@ class PostgresLedger(LedgerQueries):
                 request_id)).fetchone()
             return None if row is None else row[0]
 
-    def history(self, org: str, channel: str, address: str
+    def history(self, org: str, channel: str, address: str, suppressed_as: str = ""
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
-        return history_of(self._tuples(HISTORY_SELECT, (address, channel, org, address, org,
-                                                        ALL_ORGS)))
+        return history_of(self._tuples(HISTORY_SELECT, history_params(org, channel, address,
+                                                                      suppressed_as)))
+
+    # -- privacy (see ledger/privacy.py) ------------------------------------------------
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, list[tuple]]:
+        with self._conn() as conn:
+            cur = conn.execute(pg(sql), tuple(params))
+            return cur.rowcount, (cur.fetchall() if cur.description else [])
 
     # -- decisions and tokens -------------------------------------------------------------
 

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from .privacy import PrivacyQueries
 
-TABLES = ("evidence", "optouts", "decisions", "tokens")  # what the ledger holds, in copy order
+TABLES = ("evidence", "optouts", "decisions", "tokens",  # what the ledger holds, in copy order
+          "suppressions", "suppression_key")
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
 GATEWAY_UPSERT = (
@@ -64,14 +66,23 @@ EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "
 EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
 
 
-# One person's evidence (kind 0, EVIDENCE_COLUMNS) and opt-outs (kind 1: id, org, channel,
-# address, at, kind, source, method). Put in id order by the caller: an ORDER BY here makes
-# SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort a few rows.
+# One person's evidence (kind 0, EVIDENCE_COLUMNS), opt-outs (kind 1: id, org, channel,
+# address, at, kind, source, method) and erasures (kind 2, the same columns from their
+# suppression entries, found by keyed hash). Put in id order by the caller: an ORDER BY
+# here makes SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort
+# a few rows.
 HISTORY_SELECT = (
     f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
     "WHERE address = ? AND channel = ? AND org = ? "
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
-    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?)")
+    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?) "
+    "UNION ALL SELECT 2, id, org, channel, '', at, 'erased', source, '', "
+    "NULL, NULL, NULL, NULL FROM suppressions WHERE hash = ? AND org IN (?, ?)")
+
+
+def history_params(org: str, channel: str, address: str, suppressed_as: str) -> tuple:
+    """HISTORY_SELECT's parameters ("" as `suppressed_as` finds no erasure)."""
+    return (address, channel, org, address, org, ALL_ORGS, suppressed_as, org, ALL_ORGS)
 
 
 def _kind_and_id(row: tuple) -> tuple[int, int]:
@@ -138,12 +149,12 @@ def history_of(rows: list[tuple]) -> tuple[tuple[Evidence, ...], tuple[OptOut, .
     rows.sort(key=_kind_and_id)
     evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
     optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
-                    for r in rows if r[0] == 1)
+                    for r in rows if r[0] != 0)
     return evidence, optouts
 
 
-class LedgerQueries:
-    """The ledger's reads, the same on every backend."""
+class LedgerQueries(PrivacyQueries):
+    """The ledger's reads, the same on every backend (and privacy's writes)."""
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
         raise NotImplementedError
@@ -210,6 +221,15 @@ class LedgerQueries:
         org: the same rows, counted on the index alone."""
         return self._tuples("SELECT COUNT(*) FROM optouts WHERE address = ? AND org IN (?, ?)",
                             [address, org, ALL_ORGS])[0][0]
+
+    def opt_out_state(self, org: str, address: str, suppressed_as: str) -> tuple[int, int]:
+        """`opt_out_count`, and how many erasures of this person (keyed hash) cover the
+        org: one statement, two index counts."""
+        row = self._tuples(
+            "SELECT (SELECT COUNT(*) FROM optouts WHERE address = ? AND org IN (?, ?)), "
+            "(SELECT COUNT(*) FROM suppressions WHERE hash = ? AND org IN (?, ?))",
+            [address, org, ALL_ORGS, suppressed_as, org, ALL_ORGS])[0]
+        return row[0], row[1]
 
     def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:
         sql, params = "SELECT * FROM optouts WHERE address = ?", [address]

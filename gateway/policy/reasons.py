@@ -2,6 +2,7 @@
 
 SERVICE_MESSAGE = "service_message"
 OPTED_OUT = "opted_out"
+ERASED = "erased"  # step 2, beside opted_out: the person was erased (issue 15)
 CONSENT = "consent"
 CORPORATE_SUBSCRIBER = "corporate_subscriber"
 THIRD_PARTY_UNNAMED = "third_party_unnamed"
@@ -19,6 +20,7 @@ NO_CONSENT = "no_consent"
 ALL = (
     SERVICE_MESSAGE,
     OPTED_OUT,
+    ERASED,
     CONSENT,
     CORPORATE_SUBSCRIBER,
     THIRD_PARTY_UNNAMED,
