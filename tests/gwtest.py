@@ -275,3 +275,26 @@ def fresh_ledger(request, tmp_path_factory):
     yield make
     for book in opened:
         book.close()
+
+
+# -- privacy: what is left of an erased person ---------------------------------------------
+
+
+def traces_in_ledger(ledger, ledger_url: str, needle: str) -> list[str]:
+    """Where `needle` is still found: on PostgreSQL every text column of every table,
+    searched with SELECTs; on SQLite the bytes of the ledger's files (and of the spools in
+    the same directory), WAL included."""
+    if ledger_url:
+        found = []
+        for table, column in ledger._tuples(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                "table_schema = current_schema() AND data_type IN ('text', 'character varying')"):
+            n = ledger._tuples(f"SELECT COUNT(*) FROM {table} WHERE {column} ILIKE ?",  # noqa: S608
+                               [f"%{needle}%"])[0][0]
+            if n:
+                found.append(f"{table}.{column}")
+        return found
+    folder = Path(ledger.path).parent
+    return [f.name for f in folder.iterdir()
+            if f.name.startswith(("ledger", "spool")) and f.is_file()
+            and needle.encode() in f.read_bytes()]

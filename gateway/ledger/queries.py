@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from ..policy.reasons import ERASED
 from .privacy import PrivacyQueries
 
 TABLES = ("evidence", "optouts", "decisions", "tokens",  # what the ledger holds, in copy order
@@ -138,7 +139,9 @@ def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionR
     outcome = decision.outcome
     if not decision.allowed and what.mode == "monitor":
         outcome = "would_block"
-    return (decision_id, at, what.org, what.stream, what.channel, what.address, what.purpose,
+    # A decision about an erased person does not bring their address back into the ledger.
+    address = "" if decision.reason == ERASED else what.address
+    return (decision_id, at, what.org, what.stream, what.channel, address, what.purpose,
             what.nature, what.category, int(decision.allowed), outcome, decision.reason,
             decision.evidence_id, what.message_id, what.mode, decision.ruleset,
             decision.explanation)
