@@ -6,6 +6,7 @@ name `conftest`, so importing from it picks whichever pytest loaded last."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import textwrap
 import time
@@ -298,3 +299,32 @@ def traces_in_ledger(ledger, ledger_url: str, needle: str) -> list[str]:
     return [f.name for f in folder.iterdir()
             if f.name.startswith(("ledger", "spool")) and f.is_file()
             and needle.encode() in f.read_bytes()]
+
+
+class EventLines(logging.Handler):
+    """Every `event=` line the in-process gateways log during the whole session (at INFO
+    and above): tests/test_zz_privacy_of_logs.py scans them for unmasked addresses."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("event="):
+            self.lines.append(text)
+
+
+EVENT_LINES = EventLines()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_event_line():
+    """Collects every event line of the session (see EventLines)."""
+    gateway_log = logging.getLogger("gateway")
+    level = gateway_log.level
+    gateway_log.setLevel(logging.INFO)
+    gateway_log.addHandler(EVENT_LINES)
+    yield EVENT_LINES
+    gateway_log.removeHandler(EVENT_LINES)
+    gateway_log.setLevel(level)
