@@ -78,12 +78,14 @@ HISTORY_SELECT = (
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
     "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?) "
     "UNION ALL SELECT 2, id, org, channel, '', at, 'erased', source, '', "
-    "NULL, NULL, NULL, NULL FROM suppressions WHERE hash = ? AND org IN (?, ?)")
+    "NULL, NULL, NULL, NULL FROM suppressions WHERE hash = ?")
 
 
 def history_params(org: str, channel: str, address: str, suppressed_as: str) -> tuple:
-    """HISTORY_SELECT's parameters ("" as `suppressed_as` finds no erasure)."""
-    return (address, channel, org, address, org, ALL_ORGS, suppressed_as, org, ALL_ORGS)
+    """HISTORY_SELECT's parameters ("" as `suppressed_as` finds no erasure). Erasures are
+    read for every org scope (one index probe, not two; there are seldom more than one):
+    the rules keep those that cover the message's org."""
+    return (address, channel, org, address, org, ALL_ORGS, suppressed_as)
 
 
 def _kind_and_id(row: tuple) -> tuple[int, int]:
@@ -226,12 +228,13 @@ class LedgerQueries(PrivacyQueries):
                             [address, org, ALL_ORGS])[0][0]
 
     def opt_out_state(self, org: str, address: str, suppressed_as: str) -> tuple[int, int]:
-        """`opt_out_count`, and how many erasures of this person (keyed hash) cover the
-        org: one statement, two index counts."""
+        """`opt_out_count`, and how many erasures of this person (keyed hash; for any
+        org: the caller decides again in full if there is one) there are: one statement,
+        two index counts."""
         row = self._tuples(
             "SELECT (SELECT COUNT(*) FROM optouts WHERE address = ? AND org IN (?, ?)), "
-            "(SELECT COUNT(*) FROM suppressions WHERE hash = ? AND org IN (?, ?))",
-            [address, org, ALL_ORGS, suppressed_as, org, ALL_ORGS])[0]
+            "(SELECT COUNT(*) FROM suppressions WHERE hash = ?)",
+            [address, org, ALL_ORGS, suppressed_as])[0]
         return row[0], row[1]
 
     def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:

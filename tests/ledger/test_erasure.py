@@ -213,3 +213,13 @@ def test_a_gateway_with_another_suppression_key_refuses_the_ledger(service, tmp_
         other.privacy, suppression_key="a-different-key-entirely"))
     with pytest.raises(ConfigError, match="not the key this ledger"):
         ConsentService(other, service.ledger)
+
+
+def test_the_suppression_hash_is_hmac_sha256_of_channel_and_address_truncated():
+    import hashlib
+    import hmac
+
+    from gateway.privacy.suppression import SuppressionKey
+    for key in (b"short key", b"k" * 64, b"a much longer key " * 8):
+        expected = hmac.new(key, f"email\0{PERSON}".encode(), hashlib.sha256).digest()[:16]
+        assert SuppressionKey(key).of("email", PERSON) == expected.hex()
