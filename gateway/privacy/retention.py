@@ -15,8 +15,8 @@ log = logging.getLogger("gateway.privacy")
 
 EVERY_SECONDS = 3600.0
 FIRST_AFTER_SECONDS = 60.0  # not at start-up itself, which is busy enough
-BATCH = 2000  # rows per transaction: a few milliseconds of the write lock
-PAUSE_SECONDS = 0.02  # between two batches: the hot paths' writes go first
+BATCH = 500  # rows per transaction: a few milliseconds of the write lock
+PAUSE_SECONDS = 0.05  # between two batches: the hot paths' writes go first
 
 
 class Retention:
