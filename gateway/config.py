@@ -426,9 +426,11 @@ class _Reader:
         if key and len(key) < 8:
             raise self.fail("privacy.suppression_key", "too short: use a long random value "
                             "(or leave it out: one is generated in data_dir)")
-        return PrivacySettings(
-            suppression_key=key,
-            decisions_retention=self.duration(s, "privacy", "decisions_retention", "730d"))
+        retention = self.duration(s, "privacy", "decisions_retention", "730d")
+        if 0 < retention < 86400:
+            raise self.fail("privacy.decisions_retention", 'at least "1d" (the 24-hour '
+                            'window of /status must stay whole), or "0" to keep decisions')
+        return PrivacySettings(suppression_key=key, decisions_retention=retention)
 
     def processes(self, section: dict) -> int:
         """`processes`: a count (1 to 64), or "auto": one per CPU core, at most
