@@ -82,9 +82,10 @@ def _quote(value: object) -> str:
     return text
 
 
-# Fields holding someone else's words (an upstream's reply, an exception): the addresses
-# and phone numbers in them are masked, as every address field is (docs/privacy.md).
-FREE_TEXT_FIELDS = frozenset({"error", "problem", "detail", "text"})
+# Fields holding someone else's words (an upstream's reply, an exception, a request path
+# such as /api/v1/contacts/email/ADDRESS): the addresses and phone numbers in them are
+# masked, as every address field is (docs/privacy.md).
+FREE_TEXT_FIELDS = frozenset({"error", "problem", "detail", "text", "path"})
 _ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]\"',;:=@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}"
                               r"|\+\d[\d ]{7,16}\d|\b0\d{9,10}\b")
 

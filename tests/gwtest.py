@@ -318,13 +318,16 @@ class EventLines(logging.Handler):
 EVENT_LINES = EventLines()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def every_event_line():
-    """Collects every event line of the session (see EventLines)."""
+    """Collects every event line of the session (see EventLines), in each test: one that
+    runs `gateway run` in-process (`logs.setup`) replaces the gateway logger's handlers."""
     gateway_log = logging.getLogger("gateway")
     level = gateway_log.level
-    gateway_log.setLevel(logging.INFO)
-    gateway_log.addHandler(EVENT_LINES)
+    if not level or level > logging.INFO:
+        gateway_log.setLevel(logging.INFO)
+    if EVENT_LINES not in gateway_log.handlers:
+        gateway_log.addHandler(EVENT_LINES)
     yield EVENT_LINES
     gateway_log.removeHandler(EVENT_LINES)
     gateway_log.setLevel(level)
