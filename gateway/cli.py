@@ -1,4 +1,4 @@
-"""The `gateway` command: run, check, consent import, optout, audit, demo."""
+"""The `gateway` command: run, check, consent import, optout, erase, audit, demo."""
 
 from __future__ import annotations
 
@@ -241,6 +241,9 @@ def cmd_audit(args) -> int:
     ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     try:
         trail = ledger.trail(address, args.org)
+        from .privacy.suppression import load_key  # an erased person: only the erasure
+        trail["erasures"] = ledger.erasures_for(load_key(settings, ledger).of(channel, address),
+                                                args.org)
     finally:
         ledger.close()
     if args.format == "csv":
@@ -349,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--org")
     audit.add_argument("--format", choices=["json", "csv"], default="json")
     audit.set_defaults(fn=cmd_audit)
+
+    from .privacy.cli import add_parser as add_erase_parser  # gateway erase (docs/privacy.md)
+    add_erase_parser(sub, common)
 
     mig = sub.add_parser("migrate", parents=[common], help="create or upgrade the ledger schema")
     mig.set_defaults(fn=cmd_migrate)

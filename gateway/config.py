@@ -211,6 +211,16 @@ class FeedbackSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """[privacy]: the key of the erasures' suppression hashes ("" = one generated and kept
+    in data_dir, see gateway/privacy/suppression.py) and how long decisions are kept
+    (seconds; 0 = forever)."""
+
+    suppression_key: str = field(default="", repr=False)
+    decisions_retention: int = 730 * 86400
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration."""
 
@@ -227,6 +237,7 @@ class Settings:
     ledger: LedgerSettings = LedgerSettings()
     esp: dict[str, EspSettings] = field(default_factory=dict)  # configured ones only
     feedback: FeedbackSettings = FeedbackSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
@@ -408,7 +419,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
-                 "org", "stream", "ledger", "esp", "feedback"}
+                 "org", "stream", "ledger", "esp", "feedback", "privacy"}
         self.table(self.raw, "", known)
         for name in known - {"org", "stream"}:
             self.get(self.raw, "", name, dict, {})
@@ -428,6 +439,7 @@ class _Reader:
             ledger=self.ledger_section(),
             esp=self.esp_section(orgs),
             feedback=self.feedback_section(),
+            privacy=self.privacy_section(),
         )
         self.check_exposure(settings)
         self.check_identification(settings)
@@ -505,6 +517,19 @@ class _Reader:
                 raise self.fail(f"{n}.report_addresses", f"{address!r} is not an email address")
             addresses.append(address.strip().lower())
         return FeedbackSettings(tuple(addresses))
+
+    def privacy_section(self) -> PrivacySettings:
+        s = self.table(self.raw.get("privacy", {}), "privacy",
+                       {"suppression_key", "decisions_retention"})
+        key = self.get(s, "privacy", "suppression_key", str, "")
+        if key and len(key) < 8:
+            raise self.fail("privacy.suppression_key", "too short: use a long random value "
+                            "(or leave it out: one is generated in data_dir)")
+        retention = self.duration(s, "privacy", "decisions_retention", "730d")
+        if 0 < retention < 86400:
+            raise self.fail("privacy.decisions_retention", 'at least "1d" (the 24-hour '
+                            'window of /status must stay whole), or "0" to keep decisions')
+        return PrivacySettings(suppression_key=key, decisions_retention=retention)
 
     def processes(self, section: dict) -> int:
         """`processes`: a count (1 to 64), or "auto": one per CPU core, at most
@@ -777,6 +802,9 @@ class _Reader:
         if any(s in EXAMPLE_SECRETS for s in st.unsubscribe.secrets):
             raise self.fail("unsubscribe.secret", "still the example value on a non-loopback "
                             "listener; set a long random secret")
+        if st.privacy.suppression_key in EXAMPLE_SECRETS | {"change-me-three"}:
+            raise self.fail("privacy.suppression_key", "still the example value on a "
+                            "non-loopback listener; set a long random key (never rotate it)")
         for i, stream in enumerate(st.streams):
             if stream.smtp_password in EXAMPLE_SECRETS or stream.api_key == "sk_acme_news":
                 raise self.fail(f"stream[{i}].smtp_password", "still the example value on a "

@@ -10,6 +10,7 @@ from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
 from .ledger.writer import Writer, Writes
 from .policy import (
+    ERASED_KIND,
     NATURES,
     PURPOSES,
     Decision,
@@ -22,6 +23,7 @@ from .policy import (
     reasons,
 )
 from .policy.regions import RulesetChoice, choose
+from .privacy.suppression import SuppressionKey, load_key
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class ConsentService:
         # Tells this service's decisions from those of an earlier run (other settings).
         self.incarnation = secrets.token_hex(8)
         self._timeless: dict[str, bool] = {}  # per org: settings never change while running
+        # Finds the erasures of the person decided for (docs/privacy.md).
+        self.suppression: SuppressionKey = load_key(settings, ledger)
 
     def org_policy(self, org_id: str) -> OrgPolicy:
         # An unknown org has no evidence and the strictest type: it can only be blocked.
@@ -101,14 +105,17 @@ class ConsentService:
         opt-out rows (opt-outs and opt-ins) of this person and org it saw: with this
         service's `incarnation`, what `still_allows` later checks."""
         return self._decide_on(c, channel, address,
-                               *self.ledger.history(c.org, channel, address),
+                               *self.ledger.history(c.org, channel, address,
+                                                    self.suppression.of(channel, address)),
                                region=region, at=at)
 
     async def aassess(self, c: Classification, channel: str, address: str
                       ) -> tuple[Decision, int | None]:
         """`assess` from the event loop (on PostgreSQL the read does not hold it)."""
         return self._decide_on(c, channel, address,
-                               *await self.ledger.ahistory(c.org, channel, address))
+                               *await self.ledger.ahistory(
+                                   c.org, channel, address,
+                                   self.suppression.of(channel, address)))
 
     def _decide_on(self, c: Classification, channel: str, address: str,
                    evidence: tuple[Evidence, ...], optouts: tuple[OptOut, ...], *,
@@ -121,7 +128,9 @@ class ConsentService:
         choice = self.ruleset_choice(c.org, channel, address, evidence, ctx.now, region)
         decision = decide(ctx, evidence, optouts, choice.ruleset, choice.region,
                           choice.region_source)
-        return decision, len(optouts) if decision.allowed and self.timeless(c.org) else None
+        if not (decision.allowed and self.timeless(c.org)):
+            return decision, None
+        return decision, sum(1 for o in optouts if o.kind != ERASED_KIND)
 
     def ruleset_choice(self, org_id: str, channel: str, address: str, evidence,
                        now: datetime, region: str | None = None) -> RulesetChoice:
@@ -150,14 +159,19 @@ class ConsentService:
         return found
 
     def still_allows(self, org: str, address: str, incarnation: str | None,
-                     optouts_seen: int | None) -> bool:
+                     optouts_seen: int | None, channel: str = "email") -> bool:
         """Whether a decision `assess` made (here, `optouts_seen` rows) must still allow,
         decided with one count instead of the whole decision. It must when this service
-        made it (same settings, rule set and mode) and the person has the same opt-out
-        rows: the ledger is append-only and evidence added since can only allow more.
-        False means: decide again in full."""
-        return (incarnation == self.incarnation and optouts_seen is not None
-                and self.ledger.opt_out_count(org, address) == optouts_seen)
+        made it (same settings, rule set and mode), the person has the same opt-out rows
+        and has never been erased: but for erasure the ledger is append-only and evidence
+        added since can only allow more. An erasure deletes rows (the count could come
+        out the same), so any erasure of the person means: decide again in full, as does
+        False."""
+        if incarnation != self.incarnation or optouts_seen is None:
+            return False
+        count, erasures = self.ledger.opt_out_state(org, address,
+                                                    self.suppression.of(channel, address))
+        return count == optouts_seen and erasures == 0
 
     def decide(self, c: Classification, channel: str, address: str,
                message_id: str | None = None) -> Verdict:

@@ -165,6 +165,16 @@ async def tour(data: Path, ledger_url: str = "") -> tuple[list[tuple], tuple]:
                 rows.append(("sms", "+447400123456", "replies STOP", f"HTTP {resp.status}",
                              "recorded"))
             rows.append(await send_text(http, base, "+447400123456", "decking text, again"))
+            # The newsletter reader asks to be erased (docs/privacy.md): their records go,
+            # a suppression entry stays, and the next newsletter is blocked.
+            async with http.post(f"{base}/api/v1/erasures", headers={
+                    "Authorization": f"Bearer {settings.http.admin_token}"}, json={
+                    "channel": "email", "address": "newsletter@example.com", "org": "*",
+                    "source": "erasure request by letter"}) as resp:
+                rows.append(("email", "newsletter@example.com", "erased on request",
+                             f"HTTP {resp.status}", "recorded"))
+            rows.append(await send_email(settings, "newsletter@example.com", "acme",
+                                         "hedge trimmers offer, again"))
         world = judge_everywhere(rt)  # the second act (demo_world.py)
     return rows, world
 

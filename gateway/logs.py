@@ -82,10 +82,27 @@ def _quote(value: object) -> str:
     return text
 
 
+# Fields holding someone else's words (an upstream's reply, an exception, a request path
+# such as /api/v1/contacts/email/ADDRESS): the addresses and phone numbers in them are
+# masked, as every address field is (docs/privacy.md).
+FREE_TEXT_FIELDS = frozenset({"error", "problem", "detail", "text", "path"})
+_ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]\"',;:=@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}"
+                              r"|\+\d[\d ]{7,16}\d|\b0\d{9,10}\b")
+
+
+def scrub(text: str) -> str:
+    """`text` with each email address and phone number in it masked."""
+    from .addresses import mask
+
+    return _ADDRESS_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
+
+
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields) -> None:
-    """Log `event=name k=v ...`."""
+    """Log `event=name k=v ...` (free-text fields scrubbed of addresses)."""
     if not logger.isEnabledFor(level):
         return
+    for key in FREE_TEXT_FIELDS.intersection(fields):
+        fields[key] = scrub(str(fields[key]))
     message = " ".join([f"event={name}", *[f"{k}={_quote(v)}" for k, v in fields.items()]])
     handler = _sole_handler(logger)
     if handler is None or level < handler.level or not _write(handler, level, message):

@@ -12,6 +12,7 @@ from .ledger import Ledger, now_iso, open_ledger
 from .ledger.deferred import DeferredTexts
 from .ledger.pending import PendingOptOuts
 from .ledger.writer import Writer
+from .logs import scrub
 from .metrics import Metrics
 from .optouts import OptOuts
 from .tokens import TokenBook
@@ -85,4 +86,4 @@ class Runtime:
         entry = self.health.setdefault(component, {})
         entry["last_ok" if ok else "last_error"] = now_iso()
         if not ok:
-            entry["error"] = detail
+            entry["error"] = scrub(detail)  # an upstream's reply often names the recipient

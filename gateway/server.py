@@ -18,6 +18,7 @@ from .ledger.spool import spool_stats
 from .logs import event
 from .runtime import Runtime
 from .web import admin, openapi, ratelimit
+from .web import privacy as privacy_api
 from .web.common import RUNTIME, answer_internal_errors
 
 log = logging.getLogger("gateway.server")
@@ -33,6 +34,7 @@ def build_http_app(rt: Runtime) -> web.Application:
     app[RUNTIME] = rt
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(privacy_api.routes)  # POST /api/v1/erasures
     ratelimit.install(app)  # per client: bad /u/ and /s/ links, bad admin credentials
     return app
 
@@ -102,6 +104,10 @@ async def start(settings: Settings, worker: int = 0, sockets: dict | None = None
             announcer.start()
             stops.append(announcer.stop)
         stops.append(background(rt.optouts.keep_replaying(), "opt-out-replay"))
+        if worker == 0 and settings.privacy.decisions_retention:  # docs/privacy.md
+            from .privacy.retention import Retention
+            retention = Retention(rt.ledger, settings.privacy.decisions_retention)
+            stops.append(background(retention.keep_deleting(), "decisions-retention"))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         listen = settings.http.listen

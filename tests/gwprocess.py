@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gwtest import BASE_TOML, free_port
+from gwtest import BASE_TOML, SHARED_LEDGER_PRIVACY, free_port
 
 from gateway.evidence import parse_evidence
 from gateway.ledger import open_ledger
@@ -37,7 +37,7 @@ def config_text(tmp_path: Path, smtp_port: int, http_port: int, upstream: str,
     if delivery_extra:
         text = text.replace("workers = 2\n", f"workers = 2\n{delivery_extra}\n", 1)
     if ledger_url:
-        text += f'\n[ledger]\nurl = "{ledger_url}"\n'
+        text += f'\n[ledger]\nurl = "{ledger_url}"\n' + SHARED_LEDGER_PRIVACY
     return text
 
 

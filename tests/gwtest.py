@@ -6,6 +6,7 @@ name `conftest`, so importing from it picks whichever pytest loaded last."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import textwrap
 import time
@@ -110,6 +111,10 @@ allow_headers = false
 """
 
 
+# Gateways sharing a ledger share its suppression key (each data_dir would generate its own).
+SHARED_LEDGER_PRIVACY = '\n[privacy]\nsuppression_key = "test-suppression-key"\n'
+
+
 def make_settings(tmp_path: Path, **over) -> config.Settings:
     values = dict(
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
@@ -121,6 +126,7 @@ def make_settings(tmp_path: Path, **over) -> config.Settings:
     text = textwrap.dedent(BASE_TOML.format(**values))
     if values["ledger_url"]:  # else SQLite in data_dir, the default
         text += f'\n[ledger]\nurl = "{values["ledger_url"]}"\n'
+        text += SHARED_LEDGER_PRIVACY
     text += values["extra"]  # more sections, e.g. [esp.sendgrid]
     return config.parse(text, None, tmp_path)
 
@@ -264,9 +270,65 @@ def fresh_ledger(request, tmp_path_factory):
                                       tmp_path_factory.mktemp("ledger")))
         book = opened[0]
         with book._conn() as conn:
-            conn.execute("TRUNCATE evidence, optouts, decisions, tokens RESTART IDENTITY")
+            conn.execute("TRUNCATE evidence, optouts, decisions, tokens, suppressions, "
+                         "suppression_key RESTART IDENTITY")
         return book
 
     yield make
     for book in opened:
         book.close()
+
+
+# -- privacy: what is left of an erased person ---------------------------------------------
+
+
+def traces_in_ledger(ledger, ledger_url: str, needle: str) -> list[str]:
+    """Where `needle` is still found: on PostgreSQL every text column of every table,
+    searched with SELECTs; on SQLite the bytes of the ledger's files (and of the spools in
+    the same directory), WAL included."""
+    if ledger_url:
+        found = []
+        for table, column in ledger._tuples(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                "table_schema = current_schema() AND data_type IN ('text', 'character varying')"):
+            n = ledger._tuples(f"SELECT COUNT(*) FROM {table} WHERE {column} ILIKE ?",  # noqa: S608
+                               [f"%{needle}%"])[0][0]
+            if n:
+                found.append(f"{table}.{column}")
+        return found
+    folder = Path(ledger.path).parent
+    return [f.name for f in folder.iterdir()
+            if f.name.startswith(("ledger", "spool")) and f.is_file()
+            and needle.encode() in f.read_bytes()]
+
+
+class EventLines(logging.Handler):
+    """Every `event=` line the in-process gateways log during the whole session (at INFO
+    and above): tests/test_zz_privacy_of_logs.py scans them for unmasked addresses."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("event="):
+            self.lines.append(text)
+
+
+EVENT_LINES = EventLines()
+
+
+@pytest.fixture(autouse=True)
+def every_event_line():
+    """Collects every event line of the session (see EventLines), in each test: one that
+    runs `gateway run` in-process (`logs.setup`) replaces the gateway logger's handlers."""
+    gateway_log = logging.getLogger("gateway")
+    level = gateway_log.level
+    if not level or level > logging.INFO:
+        gateway_log.setLevel(logging.INFO)
+    if EVENT_LINES not in gateway_log.handlers:
+        gateway_log.addHandler(EVENT_LINES)
+    yield EVENT_LINES
+    gateway_log.removeHandler(EVENT_LINES)
+    gateway_log.setLevel(level)

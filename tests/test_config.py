@@ -15,7 +15,7 @@ from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = Path(sys.executable).with_name("gateway")
-SECTIONS = ("gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms")
+SECTIONS = ("gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms", "privacy")
 
 GOOD = """\
 [gateway]
@@ -388,3 +388,31 @@ def test_processes_is_one_by_default_else_a_count_or_one_per_core(tmp_path):
         path = write(tmp_path, edit('data_dir = "data"', f'data_dir = "data"\nprocesses = {value}'))
         assert config.load(path).gateway.processes == expected
     assert config.load(write(tmp_path, GOOD)).gateway.processes == 1  # the default
+
+
+def test_a_public_listener_with_the_example_suppression_key_is_refused(tmp_path):
+    text = edit('listen = "127.0.0.1:2525"', 'listen = "0.0.0.0:2525"') + (
+        '\n[privacy]\nsuppression_key = "change-me-three"\n')
+    error, path = refused(tmp_path, text)
+
+    assert_names(error, path, "privacy.suppression_key",
+                 line=line_number(text, "suppression_key ="))
+
+
+@pytest.mark.parametrize("retention", ["12h", "3600", "1w"])
+def test_a_decisions_retention_shorter_than_a_day_or_not_a_duration_is_refused(
+        tmp_path, retention):
+    text = GOOD + f'\n[privacy]\ndecisions_retention = "{retention}"\n'
+    error, path = refused(tmp_path, text)
+
+    assert_names(error, path, "privacy.decisions_retention",
+                 line=line_number(text, "decisions_retention ="))
+
+
+@pytest.mark.parametrize(("retention", "seconds"), [("0", 0), ("730d", 730 * 86400),
+                                                    ("1d", 86400)])
+def test_decisions_retention_reads_as_seconds_and_zero_keeps_forever(tmp_path, retention,
+                                                                     seconds):
+    settings = config.parse(GOOD + f'\n[privacy]\ndecisions_retention = "{retention}"\n',
+                            None, tmp_path)
+    assert settings.privacy.decisions_retention == seconds

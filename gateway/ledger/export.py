@@ -22,6 +22,9 @@ def trail_csv(trail: dict) -> str:
     for d in trail["decisions"]:
         rows.append([d["at"], "decision", d["id"], d["org"], d["channel"], d["outcome"],
                      d["reason"], d["message_id"] or "", d["evidence_id"] or ""])
+    for x in trail.get("erasures", ()):
+        rows.append([x["at"], "erasure", x["id"], x["org"], x["channel"], x["source"], "", "",
+                     ""])
     for row in sorted(rows, key=lambda r: r[0]):
         w.writerow(row)
     return out.getvalue()

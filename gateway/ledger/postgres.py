@@ -30,7 +30,7 @@ import psycopg
 import psycopg_pool
 
 from ..errors import StoreUnavailable
-from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from ..policy import Decision, Evidence, OptOut
 from . import migrate
 from .queries import (
     DECISION_INSERT,
@@ -45,6 +45,7 @@ from .queries import (
     _decision_row,
     evidence_row,
     history_of,
+    history_params,
     now_iso,
 )
 
@@ -272,17 +273,24 @@ class PostgresLedger(LedgerQueries):
                 request_id)).fetchone()
             return None if row is None else row[0]
 
-    def history(self, org: str, channel: str, address: str
+    def history(self, org: str, channel: str, address: str, suppressed_as: str = ""
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
-        return history_of(self._tuples(HISTORY_SELECT, (address, channel, org, address, org,
-                                                        ALL_ORGS)))
+        return history_of(self._tuples(HISTORY_SELECT, history_params(org, channel, address,
+                                                                      suppressed_as)))
 
-    async def ahistory(self, org: str, channel: str, address: str
+    # -- privacy (see ledger/privacy.py) ------------------------------------------------
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, list[tuple]]:
+        with self._conn() as conn:
+            cur = conn.execute(pg(sql), tuple(params))
+            return cur.rowcount, (cur.fetchall() if cur.description else [])
+
+    async def ahistory(self, org: str, channel: str, address: str, suppressed_as: str = ""
                        ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
         """`history` from the event loop: the loop serves other requests during the
         round trip (see docs/decisions.md, "Shared ledger")."""
-        return history_of(await self._atuples(HISTORY_SELECT, (
-            address, channel, org, address, org, ALL_ORGS)))
+        return history_of(await self._atuples(HISTORY_SELECT, history_params(
+            org, channel, address, suppressed_as)))
 
     # -- decisions and tokens -------------------------------------------------------------
 

@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from ..policy.reasons import ERASED
+from .privacy import PrivacyQueries
 
 TABLES = ("evidence", "optouts", "decisions", "tokens",  # what the ledger holds, in copy order
-          "optout_events")
+          "optout_events", "suppressions", "suppression_key")
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
 GATEWAY_UPSERT = (
@@ -67,15 +69,27 @@ EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "
 EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
 
 
-# One person's evidence (kind 0, EVIDENCE_COLUMNS) and opt-outs (kind 1: id, org, channel,
-# address, at, kind, source, method). Put in id order by the caller: an ORDER BY here makes
-# SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort a few rows.
+# One person's evidence (kind 0, EVIDENCE_COLUMNS), opt-outs (kind 1: id, org, channel,
+# address, at, kind, source, method) and erasures (kind 2, the same columns from their
+# suppression entries, found by keyed hash). Put in id order by the caller: an ORDER BY
+# here makes SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort
+# a few rows.
 HISTORY_SELECT = (
     f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
     "WHERE address = ? AND channel = ? AND org = ? "
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
     "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
-    "FROM optouts WHERE address = ? AND org IN (?, ?)")
+    "FROM optouts WHERE address = ? AND org IN (?, ?) "
+    "UNION ALL SELECT 2, id, org, channel, '', at, 'erased', source, '', "
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    "FROM suppressions WHERE hash = ?")
+
+
+def history_params(org: str, channel: str, address: str, suppressed_as: str) -> tuple:
+    """HISTORY_SELECT's parameters ("" as `suppressed_as` finds no erasure). Erasures are
+    read for every org scope (one index probe, not two; there are seldom more than one):
+    the rules keep those that cover the message's org."""
+    return (address, channel, org, address, org, ALL_ORGS, suppressed_as)
 
 
 def _kind_and_id(row: tuple) -> tuple[int, int]:
@@ -142,7 +156,9 @@ def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionR
     outcome = decision.outcome
     if not decision.allowed and what.mode == "monitor":
         outcome = "would_block"
-    return (decision_id, at, what.org, what.stream, what.channel, what.address, what.purpose,
+    # A decision about an erased person does not bring their address back into the ledger.
+    address = "" if decision.reason == ERASED else what.address
+    return (decision_id, at, what.org, what.stream, what.channel, address, what.purpose,
             what.nature, what.category, int(decision.allowed), outcome, decision.reason,
             decision.evidence_id, what.message_id, what.mode, decision.ruleset,
             decision.explanation, decision.region, decision.region_source)
@@ -153,12 +169,12 @@ def history_of(rows: list[tuple]) -> tuple[tuple[Evidence, ...], tuple[OptOut, .
     rows.sort(key=_kind_and_id)
     evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
     optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
-                    for r in rows if r[0] == 1)
+                    for r in rows if r[0] != 0)
     return evidence, optouts
 
 
-class LedgerQueries:
-    """The ledger's reads, the same on every backend."""
+class LedgerQueries(PrivacyQueries):
+    """The ledger's reads, the same on every backend (and privacy's writes)."""
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
         raise NotImplementedError
@@ -225,6 +241,16 @@ class LedgerQueries:
         org: the same rows, counted on the index alone."""
         return self._tuples("SELECT COUNT(*) FROM optouts WHERE address = ? AND org IN (?, ?)",
                             [address, org, ALL_ORGS])[0][0]
+
+    def opt_out_state(self, org: str, address: str, suppressed_as: str) -> tuple[int, int]:
+        """`opt_out_count`, and how many erasures of this person (keyed hash; for any
+        org: the caller decides again in full if there is one) there are: one statement,
+        two index counts."""
+        row = self._tuples(
+            "SELECT (SELECT COUNT(*) FROM optouts WHERE address = ? AND org IN (?, ?)), "
+            "(SELECT COUNT(*) FROM suppressions WHERE hash = ?)",
+            [address, org, ALL_ORGS, suppressed_as])[0]
+        return row[0], row[1]
 
     def opt_out_rows(self, address: str, org: str | None = None) -> list[dict]:
         sql, params = "SELECT * FROM optouts WHERE address = ?", [address]

@@ -152,6 +152,9 @@ class Spool:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=5000")
+        # A finished copy's body is cut from its row, and an erased person's rows deleted:
+        # overwritten in the file too, not left in a free page (docs/privacy.md).
+        self.conn.execute("PRAGMA secure_delete=ON")
         create_schema(self.conn)
 
     def close(self) -> None:
@@ -249,12 +252,35 @@ class Spool:
                 "next_attempt_at = COALESCE(v.column4, next_attempt_at), "
                 "finished_at = CASE WHEN v.column2 = 'queued' THEN finished_at ELSE ? END, "
                 "attempts = attempts + 1, "
-                "data = CASE WHEN v.column2 = 'delivered' THEN x'' ELSE data END "
+                # Kept no longer than needed: sent, bounced (the DSN holds what the sender
+                # needs) or dropped, a copy's body goes (docs/privacy.md).
+                "data = CASE WHEN v.column2 = 'queued' THEN data ELSE x'' END "
                 f"FROM (VALUES {values}) AS v "
                 "WHERE spool.id = v.column1",
                 [now] + [x for f in part for x in (f.spool_id, f.status, f.detail, f.retry_at)])
         insert_rows(conn, "INSERT INTO delivery_log (spool_id, at, result, detail) VALUES ",
                     [(f.spool_id, now, f.result, f.detail) for f in finishes])
+
+    def erase(self, address: str) -> int:
+        """Delete every copy to `address` (normalised; waiting or finished) and its
+        delivery log, then truncate the WAL: an erasure. How many copies were waiting."""
+        def delete(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM spool WHERE address = ? OR lower(rcpt) = ?",
+                (address, address)).fetchall()]
+            if not ids:
+                return 0
+            marks = ",".join("?" * len(ids))
+            waiting = conn.execute(f"SELECT COUNT(*) FROM spool WHERE id IN ({marks}) "  # noqa: S608
+                                   "AND status = 'queued'", ids).fetchone()[0]
+            conn.execute(f"DELETE FROM delivery_log WHERE spool_id IN ({marks})", ids)  # noqa: S608
+            conn.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)  # noqa: S608
+            return waiting
+
+        waiting = self._tx(delete)
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return waiting
 
     def take(self, limit: int, now: float | None = None) -> list[QueuedCopy]:
         """Up to `limit` queued copies whose next attempt is due and that are not taken,

@@ -17,7 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import StoreUnavailable
-from ..policy import ALL_ORGS, Decision, Evidence, OptOut
+from ..policy import Decision, Evidence, OptOut
 from . import migrate
 from .queries import (
     DECISION_INSERT,
@@ -31,6 +31,7 @@ from .queries import (
     _decision_row,
     evidence_row,
     history_of,
+    history_params,
     now_iso,
 )
 
@@ -177,6 +178,9 @@ class Ledger(LedgerQueries):
         # which holds accepted mail, uses FULL and fsyncs every commit.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Deletes (erasure, retention) overwrite what they delete: an erased address must
+        # not linger in a free page of the file (docs/privacy.md).
+        conn.execute("PRAGMA secure_delete=ON")
         self.conn = conn
         self.applied = self._schema(upgrade)
         self._failing_until = 0.0
@@ -367,26 +371,50 @@ class Ledger(LedgerQueries):
             with self.exclusive():
                 return insert()
 
-    def history(self, org: str, channel: str, address: str
+    def history(self, org: str, channel: str, address: str, suppressed_as: str = ""
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
         """What the rules engine needs for one person, org and channel: what
-        `evidence_for(address, channel, org)` and `opt_outs_for(address, org)` answer, read
-        with one statement (a decision per message: one read of the ledger, not two)."""
+        `evidence_for(address, channel, org)` and `opt_outs_for(address, org)` answer, and
+        the erasures of `suppressed_as` (the keyed hash; as opt-outs of kind "erased"),
+        read with one statement (a decision per message: one read of the ledger, not
+        three)."""
         try:
-            rows = self._reader().execute(HISTORY_SELECT, (address, channel, org, address, org,
-                                                           ALL_ORGS)).fetchall()
+            rows = self._reader().execute(
+                HISTORY_SELECT, history_params(org, channel, address, suppressed_as)
+            ).fetchall()
         except sqlite3.Error as exc:  # no decision without the ledger: the caller fails closed
             raise StoreUnavailable(f"ledger read failed: {exc}") from exc
         return history_of(rows)
 
+    # -- privacy (see ledger/privacy.py) ------------------------------------------------
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, list[tuple]]:
+        try:
+            cur = self.conn.execute(sql, tuple(params))
+            rows = cur.fetchall() if cur.description else []
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        return cur.rowcount, rows
+
+    def _after_erasure(self, tries: int = 20) -> None:
+        """Copy the WAL into the file and truncate it, so the erased rows' old pages leave
+        the WAL now (secure_delete zeroed them in the file). A reader in the middle of a
+        read makes it wait: tried again for a moment, else the next checkpoint does it."""
+        for _ in range(tries):
+            with self._lock:
+                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return
+            time.sleep(0.05)
+
     # -- decisions ----------------------------------------------------------------------
 
 
-    async def ahistory(self, org: str, channel: str, address: str
+    async def ahistory(self, org: str, channel: str, address: str, suppressed_as: str = ""
                        ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
         """`history` from the event loop: read right there (an indexed read of a local
         file costs less than any hand-over to a thread; measured, docs/decisions.md)."""
-        return self.history(org, channel, address)
+        return self.history(org, channel, address, suppressed_as)
 
     def write_batch(self, tokens: Sequence[TokenRecord] = (),
                     decisions: Sequence[tuple[Decision, DecisionRecord]] = ()) -> list[int]:

@@ -18,7 +18,7 @@ from email.utils import getaddresses
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
-from ..addresses import normalise_email
+from ..addresses import mask, normalise_email
 from ..anvil import Anvil
 from ..config import Stream
 from ..consent import classify
@@ -265,7 +265,7 @@ class GatewayHandler:
             return await self._rcpt_mailto(envelope, tx, address, local)
         stream = self.stream_for(session, envelope)
         if stream is None:
-            event(log, "relay_denied", logging.WARNING, peer=session.peer[0], rcpt=address)
+            event(log, "relay_denied", logging.WARNING, peer=session.peer[0], rcpt=mask(address))
             return "550 5.7.1 Relaying denied: authenticate (AUTH) or use a trusted network"
         if tx.recipients >= self.settings.smtp.max_recipients:
             return TOO_MANY_RECIPIENTS

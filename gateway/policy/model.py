@@ -14,6 +14,9 @@ PURPOSES = ("marketing", "service")
 NATURES = ("commercial", "campaigning")
 ALL_ORGS = "*"  # an opt-out with this org covers every organisation (STOPALL)
 ALL_CHANNELS = "all"
+# An erasure reaches the rules as an OptOut of this kind (its suppression entry: org scope,
+# channel, time, source; no address): see rules.erased.
+ERASED_KIND = "erased"
 RELATIONSHIPS = ("one_off", "ongoing")
 
 
@@ -43,7 +46,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class OptOut:
-    """An opt-out (kind "optout") or a later active opt-in (kind "optin") that lifts it."""
+    """An opt-out (kind "optout") or a later active opt-in (kind "optin") that lifts it; or
+    an erasure's suppression entry (kind ERASED_KIND, address "")."""
 
     id: str
     org: str  # an org id, or ALL_ORGS

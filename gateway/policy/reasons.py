@@ -2,6 +2,7 @@
 
 SERVICE_MESSAGE = "service_message"
 OPTED_OUT = "opted_out"
+ERASED = "erased"  # step 2, beside opted_out: the person was erased (issue 15)
 CONSENT = "consent"
 CORPORATE_SUBSCRIBER = "corporate_subscriber"
 THIRD_PARTY_UNNAMED = "third_party_unnamed"
@@ -19,6 +20,7 @@ NO_CONSENT = "no_consent"
 ALL = (
     SERVICE_MESSAGE,
     OPTED_OUT,
+    ERASED,
     CONSENT,
     CORPORATE_SUBSCRIBER,
     THIRD_PARTY_UNNAMED,
@@ -77,6 +79,7 @@ BLOCKING = frozenset(ALL) - ALLOWING - DEFERRING
 MEANING = {
     SERVICE_MESSAGE: "a service message: outside the marketing rules",
     OPTED_OUT: "the person opted out and has not opted in again since",
+    ERASED: "the person was erased on request; only specific consent given since lifts it",
     CONSENT: "a specific consent covers this org and channel",
     CORPORATE_SUBSCRIBER: "the address is recorded as a corporate subscriber's",
     THIRD_PARTY_UNNAMED: "consent collected by a third party did not name this org",

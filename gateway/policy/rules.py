@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from . import reasons as R
-from .model import ALL_CHANNELS, ALL_ORGS, Decision, Evidence, MessageContext, OptOut
+from .model import ALL_CHANNELS, ALL_ORGS, ERASED_KIND, Decision, Evidence, MessageContext, OptOut
 
 CHARITY_SOFT_OPT_IN_FROM = datetime.fromisoformat("2026-02-05T00:00:00+00:00")
 
@@ -76,10 +76,32 @@ def opted_out(
     )
 
 
+def latest_erasure(ctx: MessageContext, optouts: tuple[OptOut, ...]) -> OptOut | None:
+    """The latest erasure (suppression entry) covering this org and channel."""
+    erasures = [o for o in optouts if o.kind == ERASED_KIND and covers(ctx, o.org, o.channel)]
+    return max(erasures, key=lambda o: (o.at, o.id), default=None)
+
+
+def erased(
+    ctx: MessageContext, optouts: tuple[OptOut, ...], evidence: tuple[Evidence, ...]
+) -> Decision | None:
+    """Row 2 (beside opted_out): the person was erased; only a specific consent given to
+    this org after the erasure (they signed up again) lifts it. A soft opt-in, indirect
+    consent or START recorded since does not."""
+    last = latest_erasure(ctx, optouts)
+    if last is None:
+        return None
+    if any(is_active_opt_in(ctx, e) and e.obtained_at > last.at
+           and (not e.categories or ctx.category in e.categories) for e in evidence):
+        return None
+    scope = "every org" if last.org == ALL_ORGS else "this org"
+    return block(R.ERASED, f"erased on request for {scope} on {last.at.date().isoformat()}")
+
+
 #: Step 2 of every rule set, in order: rows (ctx, optouts, history) -> Decision | None that
 #: suppress marketing whatever else is recorded. Every rule set runs this one list, so a
 #: row added here (an erasure, say) reaches them all.
-SUPPRESSION_ROWS: list = [opted_out]
+SUPPRESSION_ROWS: list = [opted_out, erased]
 
 
 def consent_covers(ctx: MessageContext, record: Evidence) -> bool:

@@ -172,6 +172,8 @@ def _in_force(ctx, history: tuple[Evidence, ...], optouts) -> tuple[Evidence, ..
     """Records obtained before the latest opt-out were refused by it; once the person has
     opted in again only what was recorded after that opt-out counts."""
     last_out = rules.latest_opt_out(ctx, optouts)
-    if last_out is None:
+    # Likewise an erasure: what was recorded before it is spent (and mostly deleted).
+    cut = max((o.at for o in (last_out, rules.latest_erasure(ctx, optouts)) if o), default=None)
+    if cut is None:
         return history
-    return tuple(e for e in history if e.obtained_at > last_out.at)
+    return tuple(e for e in history if e.obtained_at > cut)

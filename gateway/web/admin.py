@@ -97,6 +97,9 @@ async def get_contact(request: web.Request) -> web.Response:
     rt = runtime(request)
     try:
         trail = await asyncio.to_thread(rt.ledger.trail, address, org)
+        # An erased person: when, for which org, on whose word; nothing else of them is left.
+        trail["erasures"] = await asyncio.to_thread(
+            rt.ledger.erasures_for, rt.consent.suppression.of(channel, address), org)
     except StoreUnavailable as exc:
         return store_unavailable(request, exc)
     trail["channel"] = channel

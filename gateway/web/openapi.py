@@ -109,6 +109,31 @@ SCHEMAS: dict[str, Any] = {
             "consents": {"type": "array", "items": {"type": "object"}},
             "opt_outs": {"type": "array", "items": {"type": "object"}},
             "decisions": {"type": "array", "items": {"type": "object"}},
+            "erasures": {"type": "array", "items": {"type": "object"},
+                         "description": "when the person was erased, for which org, and "
+                                        "on whose word (nothing else of them is kept)"},
+        },
+    },
+    "Erasure": {
+        "type": "object", "required": ["channel", "address", "org", "source"],
+        "additionalProperties": False,
+        "properties": {
+            "channel": {"type": "string", "enum": ["email", "sms"]},
+            "address": {"type": "string"},
+            "org": {"type": "string", "description": "an org id, or \"*\" for every org"},
+            "source": {"type": "string", "minLength": 1,
+                       "description": "who asked and how; kept; must not hold the address"},
+        },
+    },
+    "Erased": {
+        "type": "object", "required": ["erasure_id", "new", "at", "removed"],
+        "properties": {
+            "erasure_id": {"type": "integer"}, "new": {"type": "boolean"},
+            "at": {"type": "string"}, "org": {"type": "string"},
+            "channel": {"type": "string"}, "source": {"type": "string"},
+            "removed": {"type": "object", "additionalProperties": {"type": "integer"},
+                        "description": "evidence, opt_outs, tokens, decisions, copies, "
+                                       "deferred_texts"},
         },
     },
     "TextRequest": {
@@ -212,6 +237,15 @@ def _paths() -> dict[str, Any]:
             "responses": {"201": _json(_ref("Stored"), "stored"), "400": BAD_JSON,
                           "401": UNAUTHORIZED, "422": INVALID, "429": TOO_MANY_FAILURES,
                           "503": STORE_UNAVAILABLE},
+        }},
+        "/api/v1/erasures": {"post": {
+            "summary": "Erase a person; a suppression entry keeps them from marketing",
+            "security": admin,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Erasure")}}},
+            "responses": {"201": _json(_ref("Erased"), "erased now"),
+                          "200": _json(_ref("Erased"), "erased before; nothing left"),
+                          "400": BAD_JSON, "401": UNAUTHORIZED, "422": INVALID,
+                          "429": TOO_MANY_FAILURES, "503": STORE_UNAVAILABLE},
         }},
         "/api/v1/contacts/{channel}/{address}": {"get": {
             "summary": "A person's consents, opt-outs and decisions (the evidence trail)",

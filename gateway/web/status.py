@@ -21,7 +21,7 @@ from ..addresses import guess_channel, mask, normalise
 from ..cluster import cluster_view
 from ..errors import InvalidAddress
 from ..ledger import now_iso
-from ..logs import event
+from ..logs import event, scrub
 from ..policy import ALL_CHANNELS, CHANNELS, get_ruleset, reasons
 from ..runtime import Runtime
 from . import charts
@@ -237,7 +237,9 @@ def spool_view(report: dict | None) -> dict:
     if isinstance(errors, list):
         view["last_errors"] = [
             {**e, "at": iso_time(e.get("at")),
-             "rcpt": mask(str(e["rcpt"])) if e.get("rcpt") else ""}
+             "rcpt": mask(str(e["rcpt"])) if e.get("rcpt") else "",
+             # an upstream's reply often names the recipient
+             "detail": scrub(str(e["detail"])) if e.get("detail") else ""}
             for e in errors if isinstance(e, dict)]
     return view
 

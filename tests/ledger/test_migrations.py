@@ -25,6 +25,8 @@ PERSON = "jane@example.com"
 def write_config(tmp_path: Path, ledger_url: str = "") -> Path:
     path = tmp_path / "config.toml"
     text = f'[gateway]\ndata_dir = "{tmp_path / "data"}"\n'
+    # One key for the SQLite ledger and its PostgreSQL copy (not each data_dir's own).
+    text += '[privacy]\nsuppression_key = "migrations-test-key"\n'
     if ledger_url:
         text += f'[ledger]\nurl = "{ledger_url}"\n'
     path.write_text(text + '[[org]]\nid = "acme"\nname = "Acme"\ntype = "commercial"\n',
@@ -195,7 +197,7 @@ def test_ledger_copy_moves_every_record_with_its_id_and_time(tmp_path, pg_url, c
 
     out = capsys.readouterr().out
     assert "evidence: 1" in out and "optouts: 2" in out and "decisions: 3" in out
-    assert "tokens: 1" in out and "copied 7 records" in out
+    assert "tokens: 1" in out and "suppression_key: 1" in out and "copied 8 records" in out
     (tmp_path / "pg").mkdir()
     after = audit(write_config(tmp_path / "pg", pg_url), capsys)
     assert after == before

@@ -110,6 +110,13 @@ def optin(id: str = "optin", *, org: str = "acme", channel: str = "email",
                   kind="optin", method="preference centre")
 
 
+def erasure(id: str = "erasure", *, org: str = "acme", channel: str = "email",
+            days: float = 10) -> OptOut:
+    """An erasure's suppression entry, as the ledger hands it to the rules."""
+    return OptOut(id=id, org=org, channel=channel, address="", at=ago(days), kind="erased",
+                  source="request by letter")
+
+
 @dataclass(frozen=True)
 class Case:
     ctx: MessageContext
@@ -479,8 +486,37 @@ SERVICE = [
          optouts=[out(org="owls", channel="all")], ruleset="uk-pecr-2026"),
 ]
 
+ERASURES = [
+    case("an erased person is blocked whatever was recorded before the erasure",
+         msg(), [soft(days=30), consent(days=20)], reasons.ERASED, optouts=[erasure()]),
+    case("an erasure for every org blocks this org",
+         msg(), [], reasons.ERASED, optouts=[erasure(org="*")]),
+    case("an erasure for another org does not block this org",
+         msg(), [consent(days=20)], reasons.CONSENT, optouts=[erasure(org="owls")]),
+    case("an erasure of the person's texts does not block email",
+         msg(), [consent(days=20)], reasons.CONSENT, optouts=[erasure(channel="sms")]),
+    case("new specific consent after the erasure allows again",
+         msg(), [consent(days=5)], reasons.CONSENT, optouts=[erasure()],
+         evidence_id="consent"),
+    case("a new soft opt-in after the erasure does not lift it",
+         msg(), [soft(days=5)], reasons.ERASED, optouts=[erasure()]),
+    case("a START after the erasure does not lift it",
+         msg(channel="sms"), [soft(channel="sms", days=8)], reasons.ERASED,
+         optouts=[erasure(channel="sms"), optin(channel="sms", days=5)]),
+    case("indirect consent naming the org after the erasure does not lift it",
+         msg(), [indirect(named=("acme",), days=5)], reasons.ERASED, optouts=[erasure()]),
+    case("consent re-imported with a date before the erasure does not lift it",
+         msg(), [consent(days=20)], reasons.ERASED, optouts=[erasure()]),
+    case("a service message to an erased person is allowed",
+         msg(purpose="service", category=None), [], reasons.SERVICE_MESSAGE,
+         optouts=[erasure()]),
+    case("an erased person is blocked under uk-pecr-2026 too",
+         msg(OWLS), [], reasons.ERASED, optouts=[erasure(org="owls")],
+         ruleset="uk-pecr-2026"),
+]
+
 CASES = (
-    TABLE_ROWS + WORKED_EXAMPLES + SOFT_OPT_IN_CONDITIONS + INDIRECT_CONSENT + CONSENT_SCOPE
+    ERASURES + TABLE_ROWS + WORKED_EXAMPLES + SOFT_OPT_IN_CONDITIONS + INDIRECT_CONSENT + CONSENT_SCOPE
     + ORG_TYPES + OPT_OUTS + EXPIRY + SEVERAL_RECORDS + UK_PECR_2026 + SERVICE
 )
 
