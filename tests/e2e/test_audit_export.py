@@ -37,6 +37,7 @@ async def test_audit_trail_lists_evidence_opt_out_and_every_decision_with_its_me
         gw, sink, tmp_path, capsys):
     evidence_id = seed(gw.runtime, address="Jane@Example.com", **SOFT_OPT_IN)
     await send(gw, "jane@example.com", "<first@acme.test>")
+    await sink.wait_for(1)  # delivered before the opt-out (else it is decided again, blocked)
     gw.runtime.ledger.record_opt_out("acme", "email", "jane@example.com", method="link",
                                      source="test click")
     await send(gw, "jane@example.com", "<second@acme.test>")
