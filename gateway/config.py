@@ -87,6 +87,16 @@ class UnsubscribeSettings:
 
 
 @dataclass(frozen=True)
+class SubscriptionSettings:
+    """[subscriptions]: the double opt-in's confirmation messages (seconds)."""
+
+    resend_after: int = 600
+    max_per_hour: int = 3
+    confirm_within: int = 7 * 86400
+    mail_from: str = ""  # "" is confirm@ the unsubscribe mailto_domain
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     upstream: str
     max_age: int
@@ -142,6 +152,8 @@ class Org:
     soft_opt_in_max_age_days: int
     indirect_consent_max_age_days: int
     default_region: str
+    # People-friendly names of `similar` groups, keyed by any category of the group.
+    category_names: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,7 @@ class Settings:
     orgs: dict[str, Org]
     streams: tuple[Stream, ...]
     ledger: LedgerSettings = LedgerSettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
@@ -355,7 +368,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
-                 "org", "stream", "ledger"}
+                 "org", "stream", "ledger", "subscriptions"}
         self.table(self.raw, "", known)
         for name in known - {"org", "stream"}:
             self.get(self.raw, "", name, dict, {})
@@ -373,6 +386,7 @@ class _Reader:
             orgs=orgs,
             streams=streams,
             ledger=self.ledger_section(),
+            subscriptions=self.subscriptions_section(),
         )
         self.check_exposure(settings)
         return settings
@@ -387,6 +401,20 @@ class _Reader:
             processes=self.processes(s),
             event_loop=self.choice(s, "gateway", "event_loop", ("asyncio", "uvloop"),
                                    "asyncio"),
+        )
+
+    def subscriptions_section(self) -> SubscriptionSettings:
+        n = "subscriptions"
+        s = self.table(self.raw.get(n, {}), n,
+                       {"resend_after", "max_per_hour", "confirm_within", "mail_from"})
+        mail_from = self.get(s, n, "mail_from", str, "").strip()
+        if mail_from and not re.match(r"^[^@\s<>\"]+@[A-Za-z0-9.\-]+$", mail_from):
+            raise self.fail(f"{n}.mail_from", f"{mail_from!r} is not an email address")
+        return SubscriptionSettings(
+            resend_after=self.duration(s, n, "resend_after", "10m"),
+            max_per_hour=self.count(s, n, "max_per_hour", 3, minimum=1),
+            confirm_within=self.duration(s, n, "confirm_within", "7d"),
+            mail_from=mail_from,
         )
 
     def ledger_section(self) -> LedgerSettings:
@@ -579,7 +607,8 @@ class _Reader:
         for i, s in enumerate(raw):
             n = f"org[{i}]"
             self.table(s, n, {"id", "name", "type", "similar", "soft_opt_in_max_age_days",
-                              "indirect_consent_max_age_days", "default_region"})
+                              "indirect_consent_max_age_days", "default_region",
+                              "category_names"})
             org_id = self.get(s, n, "id", str, "")
             if not org_id:
                 raise self.fail(f"{n}.id", "required")
@@ -605,8 +634,18 @@ class _Reader:
                 indirect_consent_max_age_days=self.count(
                     s, n, "indirect_consent_max_age_days", 0),
                 default_region=region,
+                category_names=self.category_names(s, n),
             )
         return orgs
+
+    def category_names(self, section: dict, name: str) -> dict[str, str]:
+        """`category_names = { lawnmowers = "Garden machinery" }`: one line each."""
+        names = self.get(section, name, "category_names", dict, {})
+        for key, value in names.items():
+            if not isinstance(value, str) or not value.strip() or _has_control(value):
+                raise self.fail(f"{name}.category_names.{key}",
+                                "expected one line of printable text")
+        return {str(k): v.strip() for k, v in names.items()}
 
     def streams(self, orgs: dict[str, Org]) -> tuple[Stream, ...]:
         streams: list[Stream] = []

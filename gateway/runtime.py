@@ -13,6 +13,7 @@ from .ledger.pending import PendingOptOuts
 from .ledger.writer import Writer
 from .metrics import Metrics
 from .optouts import OptOuts
+from .subscriptions import Subscriptions
 from .tokens import TokenBook
 
 log = logging.getLogger("gateway")
@@ -36,6 +37,10 @@ class Runtime:
     # the listening sockets the supervisor made for the workers ("smtp", "http").
     worker: int = 0
     sockets: dict = field(default_factory=dict)
+    # The double opt-in (gateway/subscriptions.py) and, per channel, what sends its
+    # confirmation message (set by the channel when it starts).
+    subscriptions: Subscriptions | None = None
+    confirmation_senders: dict = field(default_factory=dict)
     # component -> the second of its last noted success (see `note`)
     _ok_second: dict = field(default_factory=dict, repr=False)
 
@@ -48,7 +53,8 @@ class Runtime:
         return cls(settings=settings, ledger=ledger, consent=consent,
                    tokens=TokenBook(ledger, settings.unsubscribe.secrets),
                    optouts=OptOuts(ledger, consent, metrics, pending), metrics=metrics,
-                   worker=worker, sockets=dict(sockets or {}))
+                   worker=worker, sockets=dict(sockets or {}),
+                   subscriptions=Subscriptions(settings, ledger))
 
     @property
     def writer(self) -> Writer:

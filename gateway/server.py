@@ -17,7 +17,7 @@ from .config import Settings
 from .ledger.spool import spool_stats
 from .logs import event
 from .runtime import Runtime
-from .web import admin, openapi, ratelimit
+from .web import admin, openapi, ratelimit, signup
 from .web.common import RUNTIME, answer_internal_errors
 
 log = logging.getLogger("gateway.server")
@@ -33,6 +33,7 @@ def build_http_app(rt: Runtime) -> web.Application:
     app[RUNTIME] = rt
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(signup.routes)  # the double opt-in: /api/v1/subscriptions, /c/TOKEN
     ratelimit.install(app)  # per client: bad /u/ and /s/ links, bad admin credentials
     return app
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..policy import ALL_ORGS, Decision, Evidence, OptOut
 
-TABLES = ("evidence", "optouts", "decisions", "tokens")  # what the ledger holds, in copy order
+# what the ledger holds, in copy order
+TABLES = ("evidence", "optouts", "decisions", "tokens", "subscriptions")
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
 GATEWAY_UPSERT = (
@@ -58,20 +59,22 @@ class DecisionRecord:
 
 
 EVIDENCE_COLUMNS = ("id", "org", "channel", "address", "basis", "obtained_at", "source",
-                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs")
+                    "categories", "context", "collected_by", "opt_out_offered", "named_orgs",
+                    "confirmed_at")
 
 
 EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa: S608
 
 
 # One person's evidence (kind 0, EVIDENCE_COLUMNS) and opt-outs (kind 1: id, org, channel,
-# address, at, kind, source, method). Put in id order by the caller: an ORDER BY here makes
-# SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort a few rows.
+# address, at, kind, source, method, categories). Put in id order by the caller: an ORDER
+# BY here makes SQLite build two temporary b-trees per lookup (a quarter of its cost) to
+# sort a few rows.
 HISTORY_SELECT = (
     f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
     "WHERE address = ? AND channel = ? AND org = ? "
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
-    "NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?)")
+    "categories, NULL, NULL, NULL, NULL FROM optouts WHERE address = ? AND org IN (?, ?)")
 
 
 def _kind_and_id(row: tuple) -> tuple[int, int]:
@@ -85,7 +88,7 @@ def _evidence_of(r: tuple) -> Evidence:
         obtained_at=_time(r[5]), source=r[6], categories=_names(r[7]),
         context=r[8], collected_by=r[9],
         opt_out_offered=None if r[10] is None else bool(r[10]),
-        named_orgs=_names(r[11]))
+        named_orgs=_names(r[11]), confirmed_at=None if r[12] is None else _time(r[12]))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -101,13 +104,13 @@ DECISION_INSERT = (
 # An opt-out (or opt-in); a second row with the same request_id is not written (None back).
 OPT_OUT_INSERT = (
     "INSERT INTO optouts (org, channel, address, kind, at, source, method, message_id, "
-    "client, token, request_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "client, token, request_id, categories) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (request_id) DO NOTHING RETURNING id")
 
 EVIDENCE_INSERT = (
     "INSERT INTO evidence (org, channel, address, basis, obtained_at, source, categories, "
-    "context, collected_by, opt_out_offered, named_orgs, recorded_at, recorded_via) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "context, collected_by, opt_out_offered, named_orgs, recorded_at, recorded_via, "
+    "confirmed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
 
 def evidence_row(r: Evidence, via: str) -> tuple:
@@ -117,6 +120,7 @@ def evidence_row(r: Evidence, via: str) -> tuple:
         json.dumps(list(r.categories)), r.context, r.collected_by,
         None if r.opt_out_offered is None else int(r.opt_out_offered),
         json.dumps(list(r.named_orgs)), now_iso(), via,
+        None if r.confirmed_at is None else r.confirmed_at.isoformat(),
     )
 
 
@@ -137,8 +141,8 @@ def history_of(rows: list[tuple]) -> tuple[tuple[Evidence, ...], tuple[OptOut, .
     """The rows of HISTORY_SELECT as (evidence, opt-outs), each in id order."""
     rows.sort(key=_kind_and_id)
     evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
-    optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
-                    for r in rows if r[0] == 1)
+    optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8],
+                           _names(r[9])) for r in rows if r[0] == 1)
     return evidence, optouts
 
 
@@ -198,12 +202,12 @@ class LedgerQueries:
         return tuple(_evidence_of(r) for r in self._tuples(sql + " ORDER BY id", params))
 
     def opt_outs_for(self, address: str, org: str | None = None) -> tuple[OptOut, ...]:
-        sql, params = "SELECT id, org, channel, address, at, kind, source, method FROM optouts " \
-            "WHERE address = ?", [address]
+        sql, params = "SELECT id, org, channel, address, at, kind, source, method, categories " \
+            "FROM optouts WHERE address = ?", [address]
         if org:
             sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
-        return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7])
-                     for r in self._tuples(sql + " ORDER BY id", params))
+        return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7],
+                            _names(r[8])) for r in self._tuples(sql + " ORDER BY id", params))
 
     def opt_out_count(self, org: str, address: str) -> int:
         """How many opt-out rows (opt-outs and opt-ins) `history` reads for this person and
@@ -218,8 +222,9 @@ class LedgerQueries:
         return self._rows(sql + " ORDER BY id", params)
 
     def opt_out_for_token(self, token: str) -> dict | None:
+        # A category-scoped opt-out (preference centre) is not the token's unsubscribe.
         rows = self._rows("SELECT * FROM optouts WHERE token = ? AND kind = 'optout' "
-                          "ORDER BY id LIMIT 1", [token])
+                          "AND categories = '[]' ORDER BY id LIMIT 1", [token])
         return rows[0] if rows else None
 
     def opt_out_for_message(self, message_id: str, method: str,
@@ -300,11 +305,70 @@ class LedgerQueries:
         decisions = self.decisions_for(address, org)
         for d in decisions:
             d["allowed"] = bool(d["allowed"])
+        opt_outs = self.opt_out_rows(address, org)
+        for o in opt_outs:  # the scope: [] is the whole channel
+            o["categories"] = json.loads(o.get("categories") or "[]")
         return {
             "address": address,
             "org": org,
             "evidence": evidence,
-            "opt_outs": self.opt_out_rows(address, org),
+            "opt_outs": opt_outs,
             "decisions": decisions,
+            "subscriptions": self.subscriptions_for(address, org),
         }
+
+    # -- double opt-in (gateway/subscriptions.py) -----------------------------------------
+
+    def subscriptions_for(self, address: str, org: str | None = None) -> list[dict]:
+        """A person's sign-up requests and their confirmations, oldest first."""
+        sql, params = "SELECT * FROM subscriptions WHERE address = ?", [address]
+        if org:
+            sql, params = sql + " AND org = ?", params + [org]
+        rows = self._rows(sql + " ORDER BY requested_at, id", params)
+        for r in rows:
+            r["categories"] = json.loads(r["categories"])
+        return rows
+
+    def subscription(self, subscription_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM subscriptions WHERE id = ?", [subscription_id])
+        if not rows:
+            return None
+        rows[0]["categories"] = json.loads(rows[0]["categories"])
+        return rows[0]
+
+    def confirmations_sent(self, address: str, since: str) -> list[dict]:
+        """Confirmation messages sent to `address` since `since` (any org), newest first."""
+        return self._rows("SELECT id, org, channel, sent_at FROM subscriptions "
+                          "WHERE address = ? AND sent_at >= ? ORDER BY sent_at DESC",
+                          [address, since])
+
+    def note_confirmation(self, subscription_id: str, *, sent_at: str | None,
+                          message_id: str | None) -> None:
+        """Whether (and as which message) a sign-up's confirmation went out."""
+        self._write("UPDATE subscriptions SET sent_at = ?, message_id = ? WHERE id = ?",
+                    [sent_at, message_id, subscription_id])
+
+    def add_subscription(self, row: dict) -> None:
+        """Append a pending sign-up (`row`: its columns by name)."""
+        names = list(row)
+        self._write(f"INSERT INTO subscriptions ({', '.join(names)}) "  # noqa: S608
+                    f"VALUES ({', '.join('?' * len(names))})", [row[n] for n in names])
+
+    def confirm_subscription(self, subscription_id: str, evidence: Evidence, *,
+                             confirmed_ip: str | None, confirmed_user_agent: str | None,
+                             confirmed_via: str) -> int | None:
+        """Under the write lock: append the consent `evidence` and mark the sign-up as
+        confirmed by it; None (nothing written) when it was confirmed already."""
+        with self.exclusive():
+            found = self._tuples("SELECT confirmed_at FROM subscriptions WHERE id = ?",
+                                 [subscription_id])
+            if not found or found[0][0] is not None:
+                return None
+            evidence_id = self.record_evidence(evidence, "double-opt-in")
+            self._write("UPDATE subscriptions SET confirmed_at = ?, confirmed_ip = ?, "
+                        "confirmed_user_agent = ?, confirmed_via = ?, evidence_id = ? "
+                        "WHERE id = ?", [evidence.confirmed_at.isoformat(), confirmed_ip,
+                                         confirmed_user_agent, confirmed_via,
+                                         str(evidence_id), subscription_id])
+            return evidence_id
 

@@ -32,6 +32,8 @@ class Evidence:
     collected_by: str = "self"
     opt_out_offered: bool | None = None
     named_orgs: tuple[str, ...] = ()
+    # When the person confirmed from the address itself (double opt-in); None otherwise.
+    confirmed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class OptOut:
     kind: str = "optout"
     source: str = ""
     method: str = ""
+    # Scoped to these product categories (the preference centre); () is the whole channel.
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ def _decide(ctx, evidence, optouts, rs: RuleSet) -> Decision:
     outs = tuple(optouts)
     if decision := rules.opted_out(ctx, outs, history):
         return decision
+    if decision := rules.opted_out_of_category(ctx, outs, history):
+        return decision
     history = _in_force(ctx, history, outs)
     if decision := rules.consent(ctx, history):
         return decision
