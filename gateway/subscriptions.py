@@ -185,3 +185,19 @@ class Subscriptions:
             if self._confirmable(row) is not None:
                 return row
         return None
+
+
+def category_label(settings, org_id: str, categories: list[str]) -> str:
+    """What the person signed up for, in the org's own words where it has them."""
+    org = settings.orgs.get(org_id)
+    names = org.category_names if org else {}
+    return ", ".join(dict.fromkeys(names.get(c, c) for c in categories))
+
+
+def message_context(settings, row: dict, link: str) -> dict:
+    """What the confirmation message templates (confirm_email.*, confirm_sms.*) get."""
+    org = settings.orgs.get(row["org"])
+    return {"org_name": org.name if org else row["org"], "link": link,
+            "wording": row["wording"],
+            "categories": category_label(settings, row["org"], row["categories"]),
+            "valid_days": max(1, settings.subscriptions.confirm_within // 86400)}

@@ -15,24 +15,10 @@ from ..consent import Classification
 from ..ledger.spool import Copy, Spool
 from ..ledger.writer import Writes
 from ..runtime import Runtime
+from ..subscriptions import message_context
 from ..templating import render
 
 POLICY = email.policy.SMTP
-
-
-def category_label(rt: Runtime, org_id: str, categories: list[str]) -> str:
-    """What the person signed up for, in the org's own words where it has them."""
-    org = rt.settings.orgs.get(org_id)
-    names = org.category_names if org else {}
-    return ", ".join(dict.fromkeys(names.get(c, c) for c in categories))
-
-
-def message_context(rt: Runtime, row: dict, link: str) -> dict:
-    org = rt.settings.orgs.get(row["org"])
-    return {"org_name": org.name if org else row["org"], "link": link,
-            "wording": row["wording"],
-            "categories": category_label(rt, row["org"], row["categories"]),
-            "valid_days": max(1, rt.settings.subscriptions.confirm_within // 86400)}
 
 
 def sender_address(rt: Runtime) -> str:
@@ -42,7 +28,7 @@ def sender_address(rt: Runtime) -> str:
 
 def build_confirmation(rt: Runtime, row: dict, link: str) -> tuple[str, bytes]:
     """(Message-ID, the message) of the confirmation for sign-up `row`."""
-    context = message_context(rt, row, link)
+    context = message_context(rt.settings, row, link)
     msg = EmailMessage(policy=POLICY)
     local, _, domain = sender_address(rt).partition("@")
     msg["From"] = Address(context["org_name"], local, domain)

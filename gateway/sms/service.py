@@ -21,6 +21,7 @@ from ..logs import event
 from ..runtime import Runtime
 from . import api, twilio_api, webhooks
 from .channel import SMS, SmsChannel
+from .confirm import sms_sender
 from .forward import BackgroundTasks, Forwarder
 from .providers import make_provider
 
@@ -53,6 +54,7 @@ async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[Non
     forwarder = Forwarder(rt, session, tasks, attempts=FORWARD_ATTEMPTS,
                           backoff=FORWARD_BACKOFF)
     app[SMS] = SmsChannel.build(rt, provider, forwarder)
+    rt.confirmation_senders["sms"] = sms_sender(rt, app[SMS].relay)  # double opt-in
     app.add_routes(api.routes)
     app.add_routes(twilio_api.routes)
     app.add_routes(webhooks.routes)

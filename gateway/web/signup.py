@@ -12,8 +12,7 @@ from aiohttp import web
 from ..addresses import mask
 from ..errors import StoreUnavailable, ValidationError
 from ..logs import event
-from ..mail.confirm import category_label
-from ..subscriptions import parse_signup
+from ..subscriptions import category_label, parse_signup
 from .admin import regions
 from .common import json_body, json_error, page, require_admin, runtime, store_unavailable
 
@@ -66,7 +65,7 @@ def confirm_context(request: web.Request, row: dict, **extra) -> dict:
     org = rt.settings.orgs.get(row["org"])
     return {"org_name": org.name if org else row["org"], "masked_address": mask(row["address"]),
             "channel": row["channel"], "wording": row["wording"],
-            "categories": category_label(rt, row["org"], row["categories"]), **extra}
+            "categories": category_label(rt.settings, row["org"], row["categories"]), **extra}
 
 
 @routes.get("/c/{token}")
