@@ -24,10 +24,11 @@ CATEGORY_NAMES = 'category_names = { lawnmowers = "Garden machinery" }'
 
 
 @asynccontextmanager
-async def signup_gateway(tmp_path: Path, sink, ledger_url: str = "",
+async def signup_gateway(tmp_path: Path, sink=None, ledger_url: str = "",
                          **over) -> AsyncIterator[TestGateway]:
-    settings = make_settings(tmp_path, upstream=f"smtp://127.0.0.1:{sink.port}?tls=none",
-                             ledger_url=ledger_url, **over)
+    if sink is not None:
+        over["upstream"] = f"smtp://127.0.0.1:{sink.port}?tls=none"
+    settings = make_settings(tmp_path, ledger_url=ledger_url, **over)
     running = await server.start(settings)
     try:
         yield TestGateway(running)
