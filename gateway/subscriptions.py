@@ -116,12 +116,14 @@ class Subscriptions:
         """Record a pending sign-up and reserve its confirmation, unless throttled: within
         `resend_after` of the same person's last one the answer is that one's id and
         nothing new; past `max_per_hour` confirmations to the address, the sign-up is
-        recorded but nothing is sent. Checked and written under the ledger's write lock."""
+        recorded but nothing is sent (a sign-up whose message was not sent, throttled or
+        failed, holds back no later one). Checked and written under the ledger's write
+        lock."""
         now = self.clock()
         with self.ledger.exclusive():
             recent = [r for r in self.ledger.subscriptions_for(signup.address, signup.org)
                       if r["channel"] == signup.channel and r["confirmed_at"] is None
-                      and r["requested_at"] >= iso(now - timedelta(
+                      and r["sent_at"] is not None and r["requested_at"] >= iso(now - timedelta(
                           seconds=self.limits.resend_after))]
             if recent:
                 return Requested(recent[-1]["id"], None, "resend_after")

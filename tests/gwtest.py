@@ -71,7 +71,6 @@ id = "acme"
 name = "{org_name}"
 type = "commercial"
 similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
-{org_extra}
 
 [[org]]
 id = "owls"
@@ -116,7 +115,7 @@ def make_settings(tmp_path: Path, **over) -> config.Settings:
         data_dir=str(tmp_path / "data"), mode="enforce", smtp_port=free_port(),
         http_port=free_port(), smtp_extra="", secret='"test-secret"',
         reply_handling="rewrite", upstream=f"maildir:{tmp_path / 'outbox'}", max_age="5d",
-        dkim="", org_name="Acme Garden Ltd", gateway_extra="", ledger_url="", org_extra="",
+        dkim="", org_name="Acme Garden Ltd", gateway_extra="", ledger_url="",
     )
     values.update(over)
     text = textwrap.dedent(BASE_TOML.format(**values))

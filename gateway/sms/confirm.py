@@ -6,7 +6,7 @@ person's YES comes back to a number the gateway knows as the org's."""
 from __future__ import annotations
 
 from ..consent import Classification
-from ..errors import GatewayError
+from ..errors import ValidationError
 from ..runtime import Runtime
 from ..subscriptions import message_context
 from ..templating import render
@@ -14,7 +14,7 @@ from .outbound import Relay, new_message_id, stream_senders
 from .providers import OutboundSms
 
 
-class NoSenderNumber(GatewayError):
+class NoSenderNumber(ValidationError):
     """The org has no stream with an `sms_from` number to send the confirmation from."""
 
 
@@ -23,8 +23,8 @@ def sender_stream(rt: Runtime, org_id: str):
     streams = [s for s in rt.settings.streams if s.org == org_id and s.sms_from]
     streams.sort(key=lambda s: s.purpose != "service")
     if not streams:
-        raise NoSenderNumber(f"org {org_id!r} has no stream with sms_from: configure one "
-                             "to send confirmation texts")
+        raise NoSenderNumber({"channel": f"org {org_id!r} has no stream with sms_from to "
+                                         "send the confirmation text from; configure one"})
     return streams[0]
 
 

@@ -10,7 +10,7 @@ import logging
 from aiohttp import web
 
 from ..addresses import mask
-from ..errors import StoreUnavailable, ValidationError
+from ..errors import GatewayError, StoreUnavailable, ValidationError
 from ..logs import event
 from ..subscriptions import category_label, parse_signup
 from .admin import regions
@@ -43,11 +43,18 @@ async def post_subscription(request: web.Request) -> web.Response:
             try:
                 message_id = await send(row, subs.link(done.token))
             except BaseException:
-                await asyncio.to_thread(subs.not_sent, done.id)
+                await asyncio.to_thread(subs.not_sent, done.id)  # a retry may send it
                 raise
             await asyncio.to_thread(subs.sent, done.id, done.sent_at, message_id)
     except StoreUnavailable as exc:
         return store_unavailable(request, exc)
+    except ValidationError as exc:  # e.g. no number to send the text from
+        return json_error(422, "invalid", fields=exc.fields)
+    except GatewayError as exc:  # the provider did not take the text
+        event(log, "confirmation_not_sent", logging.WARNING, org=signup.org,
+              channel=signup.channel, error=type(exc).__name__)
+        return json_error(503, "confirmation_not_sent", detail=(
+            "the confirmation message could not be sent just now; try again later"))
     event(log, "subscription_requested", org=signup.org, channel=signup.channel,
           address=mask(signup.address), sent=done.token is not None,
           throttled=done.throttled or "")

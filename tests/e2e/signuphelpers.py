@@ -4,6 +4,7 @@ out of the confirmation email the sink received."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -20,7 +21,7 @@ ADDRESS = "new.person@example.com"
 SIGNUP = {"org": "acme", "channel": "email", "address": ADDRESS,
           "source": "https://acme.example/newsletter (form v3)",
           "wording": "Yes, send me Acme's garden offers by email"}
-CATEGORY_NAMES = 'category_names = { lawnmowers = "Garden machinery" }'
+CATEGORY_NAMES = {"lawnmowers": "Garden machinery"}  # acme's [[org]] category_names
 
 
 @asynccontextmanager
@@ -28,7 +29,11 @@ async def signup_gateway(tmp_path: Path, sink=None, ledger_url: str = "",
                          **over) -> AsyncIterator[TestGateway]:
     if sink is not None:
         over["upstream"] = f"smtp://127.0.0.1:{sink.port}?tls=none"
+    names = over.pop("category_names", None)
     settings = make_settings(tmp_path, ledger_url=ledger_url, **over)
+    if names:  # as `category_names = {...}` in acme's [[org]] table
+        acme = dataclasses.replace(settings.orgs["acme"], category_names=names)
+        settings = dataclasses.replace(settings, orgs={**settings.orgs, "acme": acme})
     running = await server.start(settings)
     try:
         yield TestGateway(running)

@@ -64,7 +64,7 @@ async def test_a_person_confirms_from_the_emailed_link_on_a_phone(gw, sink, brow
 
 async def test_a_person_leaves_one_topic_in_the_preference_centre_on_a_phone(
         tmp_path, browser):  # noqa: F811
-    async with signup_gateway(tmp_path, org_extra=CATEGORY_NAMES) as gw:
+    async with signup_gateway(tmp_path, category_names=CATEGORY_NAMES) as gw:
         seed(gw.rt, address=ADDRESS, basis="consent")
         context = await browser.new_context(**PHONE)
         page = await context.new_page()

@@ -29,13 +29,13 @@ async def http():
 @pytest.fixture
 async def gw(tmp_path, ledger_url):
     async with signup_gateway(tmp_path, ledger_url=ledger_url,
-                              org_extra=CATEGORY_NAMES) as gateway:
+                              category_names=CATEGORY_NAMES) as gateway:
         yield gateway
 
 
 @pytest.fixture
 async def sqlite_gw(tmp_path):
-    async with signup_gateway(tmp_path, org_extra=CATEGORY_NAMES) as gateway:
+    async with signup_gateway(tmp_path, category_names=CATEGORY_NAMES) as gateway:
         yield gateway
 
 

@@ -103,3 +103,15 @@ async def test_the_link_in_the_confirmation_text_confirms_too(gw, provider):
     async with gw.http.post(link) as resp:
         assert resp.status == 200
     assert [e["confirmed_at"] is not None for e in evidence(gw)] == [True]
+
+
+
+async def test_when_the_provider_fails_the_sign_up_answers_503_and_a_retry_sends(gw,
+                                                                               provider):
+    provider.replies = [(500, {"code": 20500, "message": "down", "status": 500})]
+    status, body = await sign_up(gw)
+    assert (status, body["error"]) == (503, "confirmation_not_sent")
+    provider.replies = []
+    status, body = await sign_up(gw)
+    assert (status, body["confirmation_sent"]) == (202, True)
+    assert "reply YES" in provider.requests[-1]["form"]["Body"]
