@@ -240,3 +240,17 @@ async def test_the_audit_trail_shows_the_sign_up_and_its_confirmation(sqlite_gw,
     [row] = trail["subscriptions"]
     assert row["confirmed_at"] and row["wording"] == SIGNUP["wording"]
     assert trail["consents"][0]["confirmed_at"] == row["confirmed_at"]
+
+
+async def test_many_bad_confirmation_links_from_one_client_are_refused_for_a_while(
+        sqlite_gw, http, sink):
+    gw = sqlite_gw
+    link = await signed_up(http, gw, sink)
+    base, token = link.rsplit("/", 1)
+    for _ in range(20):
+        async with http.get(f"{base}/{tamper(token)}") as resp:
+            assert resp.status == 404
+    async with http.get(f"{base}/{tamper(token)}") as resp:
+        assert resp.status == 429
+    async with http.get(link) as resp:  # a well-signed link still works
+        assert resp.status == 200
