@@ -5,7 +5,7 @@ a YES with nothing pending is an ordinary reply, forwarded as before."""
 from __future__ import annotations
 
 import pytest
-from smstest import ACME_NUMBER, BLOOM_NUMBER, PERSON, twilio_form
+from smstest import ACME_NUMBER, BLOOM_NUMBER, PERSON, twilio_form, vonage_sign
 
 from gateway.consent import classify
 
@@ -115,3 +115,18 @@ async def test_when_the_provider_fails_the_sign_up_answers_503_and_a_retry_sends
     status, body = await sign_up(gw)
     assert (status, body["confirmation_sent"]) == (202, True)
     assert "reply YES" in provider.requests[-1]["form"]["Body"]
+
+
+async def test_a_signed_vonage_yes_confirms_too(start_gateway, provider):
+    gw = await start_gateway(provider="vonage")
+    await sign_up(gw)
+    await provider.wait_for(1)
+    form = vonage_sign({"msisdn": PERSON.removeprefix("+"), "to": ACME_NUMBER.removeprefix("+"),
+                        "messageId": "0A0000009", "text": "yes", "type": "text",
+                        "message-timestamp": "2026-03-02 10:00:00"})
+    async with gw.http.post(f"{gw.url}/sms/inbound/vonage", data=form) as resp:
+        assert resp.status == 204
+    [consent] = evidence(gw)
+    assert consent["confirmed_at"]
+    [_, reply] = await provider.wait_for(2)  # the confirmation, then the one reply
+    assert "you are subscribed" in reply["form"]["text"]
