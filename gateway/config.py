@@ -87,6 +87,16 @@ class UnsubscribeSettings:
 
 
 @dataclass(frozen=True)
+class SubscriptionSettings:
+    """[subscriptions]: the double opt-in's confirmation messages (seconds)."""
+
+    resend_after: int = 600
+    max_per_hour: int = 3
+    confirm_within: int = 7 * 86400
+    mail_from: str = ""  # "" is confirm@ the unsubscribe mailto_domain
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     upstream: str
     max_age: int
@@ -148,6 +158,8 @@ class Org:
     postal_address: str = ""
     contact: str = ""
     brand: str = ""
+    # People-friendly names of `similar` groups, keyed by any category of the group.
+    category_names: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -238,6 +250,7 @@ class Settings:
     esp: dict[str, EspSettings] = field(default_factory=dict)  # configured ones only
     feedback: FeedbackSettings = FeedbackSettings()
     privacy: PrivacySettings = PrivacySettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
 
     def org_policy(self, org_id: str) -> OrgPolicy | None:
         """The rules' view of an org (None for an unknown org: callers fail closed)."""
@@ -419,7 +432,8 @@ class _Reader:
 
     def settings(self) -> Settings:
         known = {"gateway", "smtp", "http", "unsubscribe", "delivery", "dkim", "sms",
-                 "org", "stream", "ledger", "esp", "feedback", "privacy"}
+                 "org", "stream", "ledger", "esp", "feedback", "privacy",
+                 "subscriptions"}
         self.table(self.raw, "", known)
         for name in known - {"org", "stream"}:
             self.get(self.raw, "", name, dict, {})
@@ -440,6 +454,7 @@ class _Reader:
             esp=self.esp_section(orgs),
             feedback=self.feedback_section(),
             privacy=self.privacy_section(),
+            subscriptions=self.subscriptions_section(),
         )
         self.check_exposure(settings)
         self.check_identification(settings)
@@ -455,6 +470,20 @@ class _Reader:
             processes=self.processes(s),
             event_loop=self.choice(s, "gateway", "event_loop", ("asyncio", "uvloop"),
                                    "asyncio"),
+        )
+
+    def subscriptions_section(self) -> SubscriptionSettings:
+        n = "subscriptions"
+        s = self.table(self.raw.get(n, {}), n,
+                       {"resend_after", "max_per_hour", "confirm_within", "mail_from"})
+        mail_from = self.get(s, n, "mail_from", str, "").strip()
+        if mail_from and not re.match(r"^[^@\s<>\"]+@[A-Za-z0-9.\-]+$", mail_from):
+            raise self.fail(f"{n}.mail_from", f"{mail_from!r} is not an email address")
+        return SubscriptionSettings(
+            resend_after=self.duration(s, n, "resend_after", "10m"),
+            max_per_hour=self.count(s, n, "max_per_hour", 3, minimum=1),
+            confirm_within=self.duration(s, n, "confirm_within", "7d"),
+            mail_from=mail_from,
         )
 
     def ledger_section(self) -> LedgerSettings:
@@ -701,7 +730,8 @@ class _Reader:
             n = f"org[{i}]"
             self.table(s, n, {"id", "name", "type", "similar", "soft_opt_in_max_age_days",
                               "indirect_consent_max_age_days", "default_region",
-                              "rulesets", "postal_address", "contact", "brand"})
+                              "rulesets", "postal_address", "contact", "brand",
+                              "category_names"})
             org_id = self.get(s, n, "id", str, "")
             if not org_id:
                 raise self.fail(f"{n}.id", "required")
@@ -727,6 +757,7 @@ class _Reader:
                 indirect_consent_max_age_days=self.count(
                     s, n, "indirect_consent_max_age_days", 0),
                 default_region=region,
+                category_names=self.category_names(s, n),
                 **self.org_rulesets(s, n, name),
             )
         return orgs
@@ -757,6 +788,15 @@ class _Reader:
                 if needing and not getattr(org, key):
                     raise self.fail(f"org[{i}].{key}", f"required: org {org.id!r} can reach "
                                     f"{', '.join(needing)}, whose messages must carry it")
+
+    def category_names(self, section: dict, name: str) -> dict[str, str]:
+        """`category_names = { lawnmowers = "Garden machinery" }`: one line each."""
+        names = self.get(section, name, "category_names", dict, {})
+        for key, value in names.items():
+            if not isinstance(value, str) or not value.strip() or _has_control(value):
+                raise self.fail(f"{name}.category_names.{key}",
+                                "expected one line of printable text")
+        return {str(k): v.strip() for k, v in names.items()}
 
     def streams(self, orgs: dict[str, Org]) -> tuple[Stream, ...]:
         streams: list[Stream] = []

@@ -46,6 +46,8 @@ class OptOutRequest:
     client: str | None = None
     token: str | None = None
     request_id: str | None = None  # unique: a second request with it records nothing
+    # Scoped to these categories (the preference centre); () opts out of the whole channel.
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,18 @@ class OptOuts:
         return Recorded(True, queued=True)
 
     def by_token(self, token: TokenRecord, *, method: str, client: str | None,
-                 channel: str | None = None, source: str | None = None) -> Recorded:
+                 channel: str | None = None, source: str | None = None,
+                 categories: tuple[str, ...] = ()) -> Recorded:
         """The opt-out an unsubscribe token asks for (page, one-click, mailto, reply): once
-        while it is in force; again after the person opted in since."""
+        while it is in force; again after the person opted in since. With `categories`
+        (the preference centre), an opt-out of those only, recorded each time asked."""
         request = OptOutRequest(token.org, channel or token.channel, token.address,
                                 source=source or f"unsubscribe {method}", method=method,
-                                message_id=token.message_id, client=client, token=token.id)
+                                message_id=token.message_id, client=client, token=token.id,
+                                categories=tuple(categories))
         if not token.org:  # unresolved (the ledger is away): completed when it is back
             return self._keep(request, "the token could not be resolved")
-        return self.record(request, token=token)
+        return self.record(request, token=None if categories else token)
 
     def _write(self, request: OptOutRequest, token: TokenRecord | None,
                count: bool = True) -> Recorded:
@@ -107,13 +112,15 @@ class OptOuts:
         new_id, existing = self.ledger.opt_out_unless(
             in_force, request.org, request.channel, request.address, kind=request.kind,
             source=request.source, method=request.method, message_id=request.message_id,
-            client=request.client, token=request.token, request_id=request.request_id)
+            client=request.client, token=request.token, request_id=request.request_id,
+            categories=tuple(request.categories))
         if new_id is None:
             return Recorded(False, existing=existing)
         if count:
             self._count(request)
         event(log, "opt_out" if request.kind == "optout" else "opt_in", org=request.org,
-              channel=request.channel, method=request.method, address=mask(request.address))
+              channel=request.channel, method=request.method, address=mask(request.address),
+              **({"categories": ",".join(request.categories)} if request.categories else {}))
         return Recorded(True, id=new_id)
 
     def _count(self, request: OptOutRequest) -> None:
@@ -129,11 +136,12 @@ class OptOuts:
             return 0
         written = 0
         for pending_id, data in self.pending.oldest():
-            request = OptOutRequest(**data)
+            request = OptOutRequest(**{**data, "categories": tuple(data.get("categories", ()))})
             try:
                 request, token = self._complete(request)
                 if request is not None:
-                    self._write(request, token, count=False)  # counted when it was kept
+                    self._write(request, None if request.categories else token,
+                                count=False)  # counted when it was kept
             except StoreUnavailable:
                 break
             self.pending.remove(pending_id)

@@ -15,6 +15,7 @@ from .ledger.writer import Writer
 from .logs import scrub
 from .metrics import Metrics
 from .optouts import OptOuts
+from .subscriptions import Subscriptions
 from .tokens import TokenBook
 
 log = logging.getLogger("gateway")
@@ -38,6 +39,10 @@ class Runtime:
     # the listening sockets the supervisor made for the workers ("smtp", "http").
     worker: int = 0
     sockets: dict = field(default_factory=dict)
+    # The double opt-in (gateway/subscriptions.py) and, per channel, what sends its
+    # confirmation message (set by the channel when it starts).
+    subscriptions: Subscriptions | None = None
+    confirmation_senders: dict = field(default_factory=dict)
     # component -> the second of its last noted success (see `note`)
     _ok_second: dict = field(default_factory=dict, repr=False)
     # Texts held until the recipient's quiet hours end (local to data_dir, like the spool).
@@ -53,7 +58,8 @@ class Runtime:
                    tokens=TokenBook(ledger, settings.unsubscribe.secrets),
                    optouts=OptOuts(ledger, consent, metrics, pending), metrics=metrics,
                    worker=worker, sockets=dict(sockets or {}),
-                   deferred=DeferredTexts(settings.gateway.data_dir))
+                   deferred=DeferredTexts(settings.gateway.data_dir),
+                   subscriptions=Subscriptions(settings, ledger))
 
     @property
     def writer(self) -> Writer:

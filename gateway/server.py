@@ -17,7 +17,7 @@ from .config import Settings
 from .ledger.spool import spool_stats
 from .logs import event
 from .runtime import Runtime
-from .web import admin, openapi, ratelimit
+from .web import admin, openapi, ratelimit, signup
 from .web import privacy as privacy_api
 from .web.common import RUNTIME, answer_internal_errors
 
@@ -35,6 +35,7 @@ def build_http_app(rt: Runtime) -> web.Application:
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
     app.add_routes(privacy_api.routes)  # POST /api/v1/erasures
+    app.add_routes(signup.routes)  # the double opt-in: /api/v1/subscriptions, /c/TOKEN
     ratelimit.install(app)  # per client: bad /u/ and /s/ links, bad admin credentials
     return app
 

@@ -21,19 +21,22 @@ MAC_BYTES = 10
 TOKEN_LENGTH = 32  # base32 of 20 bytes, no padding
 
 
-def _mac(secret: str, token_id: bytes) -> bytes:
-    return hmac.digest(secret.encode(), b"unsubscribe-token:" + token_id,
-                       hashlib.sha256)[:MAC_BYTES]
+UNSUBSCRIBE = b"unsubscribe-token:"
+CONFIRM = b"confirm-token:"  # a double opt-in's link (/c/TOKEN): never valid as the other
 
 
-def make_token(secret: str) -> tuple[str, str]:
-    """A new (token, id-hex) pair signed with `secret`."""
+def _mac(secret: str, token_id: bytes, purpose: bytes = UNSUBSCRIBE) -> bytes:
+    return hmac.digest(secret.encode(), purpose + token_id, hashlib.sha256)[:MAC_BYTES]
+
+
+def make_token(secret: str, purpose: bytes = UNSUBSCRIBE) -> tuple[str, str]:
+    """A new (token, id-hex) pair signed with `secret` for `purpose`."""
     token_id = secrets.token_bytes(ID_BYTES)
-    raw = token_id + _mac(secret, token_id)
+    raw = token_id + _mac(secret, token_id, purpose)
     return base64.b32encode(raw).decode().lower(), token_id.hex()
 
 
-def token_id_of(token: str, secrets_: tuple[str, ...]) -> str:
+def token_id_of(token: str, secrets_: tuple[str, ...], purpose: bytes = UNSUBSCRIBE) -> str:
     """The id inside a well-formed token whose MAC matches one of `secrets_`;
     TokenError otherwise. Every secret is checked, in constant time each."""
     text = token.strip().upper()
@@ -46,7 +49,7 @@ def token_id_of(token: str, secrets_: tuple[str, ...]) -> str:
     token_id, mac = raw[:ID_BYTES], raw[ID_BYTES:]
     valid = False
     for secret in secrets_:
-        valid |= hmac.compare_digest(mac, _mac(secret, token_id))
+        valid |= hmac.compare_digest(mac, _mac(secret, token_id, purpose))
     if not valid:
         raise TokenError("token signature does not match")
     return token_id.hex()

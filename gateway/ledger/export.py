@@ -18,7 +18,8 @@ def trail_csv(trail: dict) -> str:
                      f"{e['basis']} via {e['source']}", "", "", ""])
     for o in trail["opt_outs"]:
         rows.append([o["at"], o["kind"], o["id"], o["org"], o["channel"],
-                     f"{o['method']} {o['source']}".strip(), "", o["message_id"] or "", ""])
+                     f"{o['method']} {o['source']}".strip() + _scope(o), "",
+                     o["message_id"] or "", ""])
     for d in trail["decisions"]:
         rows.append([d["at"], "decision", d["id"], d["org"], d["channel"], d["outcome"],
                      d["reason"], d["message_id"] or "", d["evidence_id"] or ""])
@@ -28,3 +29,9 @@ def trail_csv(trail: dict) -> str:
     for row in sorted(rows, key=lambda r: r[0]):
         w.writerow(row)
     return out.getvalue()
+
+
+def _scope(opt_out: dict) -> str:
+    """" (categories: a, b)" for an opt-out scoped in the preference centre."""
+    categories = opt_out.get("categories") or []
+    return f" (categories: {', '.join(categories)})" if categories else ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import threading
 import time
@@ -262,15 +263,15 @@ class PostgresLedger(LedgerQueries):
     def record_opt_out(self, org: str, channel: str, address: str, *, kind: str = "optout",
                        source: str = "", method: str = "", message_id: str | None = None,
                        client: str | None = None, token: str | None = None,
-                       at: datetime | None = None, request_id: str | None = None
-                       ) -> int | None:
+                       at: datetime | None = None, request_id: str | None = None,
+                       categories: Sequence[str] = ()) -> int | None:
         """Append an opt-out (or opt-in); its time is taken once the write lock is held.
         None when a row with this `request_id` exists already."""
         with self.exclusive(), self._conn() as conn:
             when = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
             row = conn.execute(pg(OPT_OUT_INSERT), (
                 org, channel, address, kind, when, source, method, message_id, client, token,
-                request_id)).fetchone()
+                request_id, json.dumps(list(categories)))).fetchone()
             return None if row is None else row[0]
 
     def history(self, org: str, channel: str, address: str, suppressed_as: str = ""

@@ -15,7 +15,7 @@ from ..policy.reasons import ERASED
 from .privacy import PrivacyQueries
 
 TABLES = ("evidence", "optouts", "decisions", "tokens",  # what the ledger holds, in copy order
-          "optout_events", "suppressions", "suppression_key")
+          "optout_events", "suppressions", "suppression_key", "subscriptions")
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
 GATEWAY_UPSERT = (
@@ -70,18 +70,18 @@ EVIDENCE_SELECT = f"SELECT {', '.join(EVIDENCE_COLUMNS)} FROM evidence"  # noqa:
 
 
 # One person's evidence (kind 0, EVIDENCE_COLUMNS), opt-outs (kind 1: id, org, channel,
-# address, at, kind, source, method) and erasures (kind 2, the same columns from their
-# suppression entries, found by keyed hash). Put in id order by the caller: an ORDER BY
-# here makes SQLite build two temporary b-trees per lookup (a quarter of its cost) to sort
-# a few rows.
+# address, at, kind, source, method, categories) and erasures (kind 2, the same columns
+# from their suppression entries, found by keyed hash). Put in id order by the caller:
+# an ORDER BY here makes SQLite build two temporary b-trees per lookup (a quarter of
+# its cost) to sort a few rows.
 HISTORY_SELECT = (
     f"SELECT 0, {', '.join(EVIDENCE_COLUMNS)} FROM evidence "  # noqa: S608
     "WHERE address = ? AND channel = ? AND org = ? "
     "UNION ALL SELECT 1, id, org, channel, address, at, kind, source, method, "
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    "categories, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
     "FROM optouts WHERE address = ? AND org IN (?, ?) "
     "UNION ALL SELECT 2, id, org, channel, '', at, 'erased', source, '', "
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    "'[]', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
     "FROM suppressions WHERE hash = ?")
 
 
@@ -123,7 +123,7 @@ DECISION_VALUES = 18  # the columns above, besides id
 # An opt-out (or opt-in); a second row with the same request_id is not written (None back).
 OPT_OUT_INSERT = (
     "INSERT INTO optouts (org, channel, address, kind, at, source, method, message_id, "
-    "client, token, request_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "client, token, request_id, categories) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (request_id) DO NOTHING RETURNING id")
 
 EVIDENCE_INSERT = (
@@ -168,8 +168,8 @@ def history_of(rows: list[tuple]) -> tuple[tuple[Evidence, ...], tuple[OptOut, .
     """The rows of HISTORY_SELECT as (evidence, opt-outs), each in id order."""
     rows.sort(key=_kind_and_id)
     evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
-    optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8])
-                    for r in rows if r[0] != 0)
+    optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8],
+                           _names(r[9])) for r in rows if r[0] != 0)
     return evidence, optouts
 
 
@@ -229,12 +229,12 @@ class LedgerQueries(PrivacyQueries):
         return tuple(_evidence_of(r) for r in self._tuples(sql + " ORDER BY id", params))
 
     def opt_outs_for(self, address: str, org: str | None = None) -> tuple[OptOut, ...]:
-        sql, params = "SELECT id, org, channel, address, at, kind, source, method FROM optouts " \
-            "WHERE address = ?", [address]
+        sql, params = "SELECT id, org, channel, address, at, kind, source, method, categories " \
+            "FROM optouts WHERE address = ?", [address]
         if org:
             sql, params = sql + " AND org IN (?, ?)", params + [org, ALL_ORGS]
-        return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7])
-                     for r in self._tuples(sql + " ORDER BY id", params))
+        return tuple(OptOut(str(r[0]), r[1], r[2], r[3], _time(r[4]), r[5], r[6], r[7],
+                            _names(r[8])) for r in self._tuples(sql + " ORDER BY id", params))
 
     def opt_out_count(self, org: str, address: str) -> int:
         """How many opt-out rows (opt-outs and opt-ins) `history` reads for this person and
@@ -259,8 +259,9 @@ class LedgerQueries(PrivacyQueries):
         return self._rows(sql + " ORDER BY id", params)
 
     def opt_out_for_token(self, token: str) -> dict | None:
+        # A category-scoped opt-out (preference centre) is not the token's unsubscribe.
         rows = self._rows("SELECT * FROM optouts WHERE token = ? AND kind = 'optout' "
-                          "ORDER BY id LIMIT 1", [token])
+                          "AND categories = '[]' ORDER BY id LIMIT 1", [token])
         return rows[0] if rows else None
 
     def opt_out_for_message(self, message_id: str, method: str,
@@ -342,12 +343,16 @@ class LedgerQueries(PrivacyQueries):
         decisions = self.decisions_for(address, org)
         for d in decisions:
             d["allowed"] = bool(d["allowed"])
+        opt_outs = self.opt_out_rows(address, org)
+        for o in opt_outs:  # the scope: [] is the whole channel
+            o["categories"] = json.loads(o.get("categories") or "[]")
         return {
             "address": address,
             "org": org,
             "evidence": evidence,
-            "opt_outs": self.opt_out_rows(address, org),
+            "opt_outs": opt_outs,
             "decisions": decisions,
+            "subscriptions": self.subscriptions_for(address, org),
         }
 
 
@@ -414,6 +419,62 @@ class LedgerQueries(PrivacyQueries):
         """The newest events kept for the operator: nobody could be told from them."""
         return self._rows("SELECT * FROM optout_events WHERE outcome = 'unresolved' "
                           "ORDER BY id DESC LIMIT ?", [int(limit)])
+
+
+    # -- double opt-in (gateway/subscriptions.py) -----------------------------------------
+
+    def subscriptions_for(self, address: str, org: str | None = None) -> list[dict]:
+        """A person's sign-up requests and their confirmations, oldest first."""
+        sql, params = "SELECT * FROM subscriptions WHERE address = ?", [address]
+        if org:
+            sql, params = sql + " AND org = ?", params + [org]
+        rows = self._rows(sql + " ORDER BY requested_at, id", params)
+        for r in rows:
+            r["categories"] = json.loads(r["categories"])
+        return rows
+
+    def subscription(self, subscription_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM subscriptions WHERE id = ?", [subscription_id])
+        if not rows:
+            return None
+        rows[0]["categories"] = json.loads(rows[0]["categories"])
+        return rows[0]
+
+    def confirmations_sent(self, address: str, since: str) -> list[dict]:
+        """Confirmation messages sent to `address` since `since` (any org), newest first."""
+        return self._rows("SELECT id, org, channel, sent_at FROM subscriptions "
+                          "WHERE address = ? AND sent_at >= ? ORDER BY sent_at DESC",
+                          [address, since])
+
+    def note_confirmation(self, subscription_id: str, *, sent_at: str | None,
+                          message_id: str | None) -> None:
+        """Whether (and as which message) a sign-up's confirmation went out."""
+        self._write("UPDATE subscriptions SET sent_at = ?, message_id = ? WHERE id = ?",
+                    [sent_at, message_id, subscription_id])
+
+    def add_subscription(self, row: dict) -> None:
+        """Append a pending sign-up (`row`: its columns by name)."""
+        names = list(row)
+        self._write(f"INSERT INTO subscriptions ({', '.join(names)}) "  # noqa: S608
+                    f"VALUES ({', '.join('?' * len(names))})", [row[n] for n in names])
+
+    def confirm_subscription(self, subscription_id: str, evidence: Evidence, *,
+                             confirmed_ip: str | None, confirmed_user_agent: str | None,
+                             confirmed_via: str) -> int | None:
+        """Under the write lock: append the consent `evidence` and mark the sign-up as
+        confirmed by it; None (nothing written) when it was confirmed already."""
+        with self.exclusive():
+            found = self._tuples("SELECT confirmed_at FROM subscriptions WHERE id = ?",
+                                 [subscription_id])
+            if not found or found[0][0] is not None:
+                return None
+            evidence_id = self.record_evidence(evidence, "double-opt-in")
+            self._write("UPDATE subscriptions SET confirmed_at = ?, confirmed_ip = ?, "
+                        "confirmed_user_agent = ?, confirmed_via = ?, evidence_id = ? "
+                        "WHERE id = ?", [evidence.confirmed_at.isoformat(), confirmed_ip,
+                                         confirmed_user_agent, confirmed_via,
+                                         str(evidence_id), subscription_id])
+            return evidence_id
 
 
 OPTOUT_EVENT_COLUMNS = ("provider", "event_id", "event_type", "event_at", "received_at",

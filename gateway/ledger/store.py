@@ -5,6 +5,7 @@ is the one place that knows the SQL of the ledger."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sqlite3
 import threading
@@ -348,8 +349,8 @@ class Ledger(LedgerQueries):
     def record_opt_out(self, org: str, channel: str, address: str, *, kind: str = "optout",
                        source: str = "", method: str = "", message_id: str | None = None,
                        client: str | None = None, token: str | None = None,
-                       at: datetime | None = None, request_id: str | None = None
-                       ) -> int | None:
+                       at: datetime | None = None, request_id: str | None = None,
+                       categories: Sequence[str] = ()) -> int | None:
         """Append an opt-out (or, with kind="optin", an active opt-in that lifts one); its
         id, or None when a row with this `request_id` exists already (recorded once). Its
         time is taken once the write lock is held, so a decision recorded as made after
@@ -360,7 +361,7 @@ class Ledger(LedgerQueries):
             try:
                 row = self.conn.execute(OPT_OUT_INSERT, (
                     org, channel, address, kind, when, source, method, message_id, client,
-                    token, request_id)).fetchone()
+                    token, request_id, json.dumps(list(categories)))).fetchone()
             except sqlite3.OperationalError as exc:
                 raise self._unavailable(exc) from exc
             return None if row is None else int(row[0])

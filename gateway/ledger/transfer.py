@@ -47,7 +47,8 @@ def copy_ledger(source: Ledger, target: PostgresLedger,
                         if n % 10_000 == 0:
                             progress(table, 10_000)
                 progress(table, n % 10_000)
-                if "id" in names and table != "tokens":  # identity columns go on from the top
+                # identity columns go on from the top (tokens and sign-ups have text ids)
+                if "id" in names and table not in ("tokens", "subscriptions"):
                     top = f"(SELECT MAX(id) FROM {table})"  # noqa: S608 - our names
                     cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                 f"GREATEST({top}, 1), {top} IS NOT NULL)")

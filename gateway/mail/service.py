@@ -11,6 +11,7 @@ from aiohttp import web
 from ..ledger.spool import open_spool, spool_stats
 from ..logs import event
 from ..runtime import Runtime
+from .confirm import email_sender
 from .delivery import Delivery
 from .dkim_sign import load_signer
 from .session import GatewayHandler, GatewaySMTP
@@ -47,6 +48,7 @@ async def start(rt: Runtime, app: web.Application):
     delivery = Delivery(rt, spool)
     delivery.start()
     handler = GatewayHandler(rt, spool, delivery.wake)
+    rt.confirmation_senders["email"] = email_sender(rt, spool, delivery.wake)
     context = tls_context(s.smtp.tls_cert, s.smtp.tls_key)
     loop = asyncio.get_running_loop()
 

@@ -41,6 +41,7 @@ class Evidence:
     relationship: str = "one_off"
     relationship_ended_at: datetime | None = None
     written: bool = False
+    # When the person confirmed from the address itself (double opt-in); None otherwise.
     confirmed_at: datetime | None = None
 
 
@@ -57,6 +58,8 @@ class OptOut:
     kind: str = "optout"
     source: str = ""
     method: str = ""
+    # Scoped to these product categories (the preference centre); () is the whole channel.
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

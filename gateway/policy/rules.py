@@ -41,7 +41,10 @@ def is_active_opt_in(ctx: MessageContext, record: Evidence) -> bool:
 
 
 def latest_opt_out(ctx: MessageContext, optouts: tuple[OptOut, ...]) -> OptOut | None:
-    outs = [o for o in optouts if o.kind == "optout" and covers(ctx, o.org, o.channel)]
+    """The latest opt-out of the whole channel (a category-scoped one is not: see
+    `opted_out_of_category`)."""
+    outs = [o for o in optouts
+            if o.kind == "optout" and not o.categories and covers(ctx, o.org, o.channel)]
     return max(outs, key=lambda o: (o.at, o.id), default=None)
 
 
@@ -98,10 +101,36 @@ def erased(
     return block(R.ERASED, f"erased on request for {scope} on {last.at.date().isoformat()}")
 
 
+def opted_out_of_category(
+    ctx: MessageContext, optouts: tuple[OptOut, ...], evidence: tuple[Evidence, ...]
+) -> Decision | None:
+    """Row 2, scoped (reason `opted_out`): the person left this message's category in the
+    preference centre. Other categories still go; a later opt-in or consent covering the
+    category lifts it. A message without a category is not in any left category."""
+    if ctx.category is None:
+        return None
+    outs = [o for o in optouts if o.kind == "optout" and ctx.category in o.categories
+            and covers(ctx, o.org, o.channel)]
+    last_out = max(outs, key=lambda o: (o.at, o.id), default=None)
+    if last_out is None:
+        return None
+    opt_ins = [o.at for o in optouts if o.kind == "optin" and covers(ctx, o.org, o.channel)
+               and (not o.categories or ctx.category in o.categories)]
+    opt_ins += [e.obtained_at for e in evidence
+                if is_active_opt_in(ctx, e) and (not e.categories or ctx.category in e.categories)]
+    if any(at > last_out.at for at in opt_ins):
+        return None
+    return block(
+        R.OPTED_OUT,
+        f"opted out of category {ctx.category} ({last_out.channel}) on "
+        f"{last_out.at.date().isoformat()}" + (f" via {last_out.method}" if last_out.method else ""),
+    )
+
+
 #: Step 2 of every rule set, in order: rows (ctx, optouts, history) -> Decision | None that
 #: suppress marketing whatever else is recorded. Every rule set runs this one list, so a
 #: row added here (an erasure, say) reaches them all.
-SUPPRESSION_ROWS: list = [opted_out, erased]
+SUPPRESSION_ROWS: list = [opted_out, opted_out_of_category, erased]
 
 
 def consent_covers(ctx: MessageContext, record: Evidence) -> bool:

@@ -41,7 +41,7 @@ from ..optouts import OptOutRequest
 from ..policy import ALL_ORGS
 from ..runtime import Runtime
 from ..templating import render
-from .keywords import TWILIO_OPT_OUT_TYPES, Keyword, classify
+from .keywords import TWILIO_OPT_OUT_TYPES, Keyword, classify, is_confirmation
 
 log = logging.getLogger("gateway.sms.inbound")
 
@@ -71,10 +71,11 @@ class InboundOutcome:
 
     keyword: Keyword | None
     reply: str | None = None
+    confirmed: bool = False  # a YES that confirmed a double opt-in
 
     @property
     def forward(self) -> bool:
-        return self.keyword is None
+        return self.keyword is None and not self.confirmed
 
 
 def owner_of(settings: Settings, number: str) -> Org | None:
@@ -107,6 +108,8 @@ class InboundHandler:
     async def handle(self, text: InboundText) -> InboundOutcome:
         keyword = classify(text.body, text.opt_out_type)
         if keyword is None:
+            if is_confirmation(text.body):
+                return await self.confirm(text)
             return InboundOutcome(None)
         org = owner_of(self.rt.settings, text.recipient)
         try:
@@ -170,6 +173,29 @@ class InboundHandler:
             request_id=request_id(text, "optin")))
         event(log, "sms_opt_in", org=org.id, provider=text.provider, sender=mask(sender))
         return render("sms_start_confirmation.txt.j2", org_name=org.name)
+
+    async def confirm(self, text: InboundText) -> InboundOutcome:
+        """YES: confirms the sender's newest pending sign-up by text to the org owning the
+        number written to (double opt-in); without one, YES is an ordinary reply."""
+        org = owner_of(self.rt.settings, text.recipient)
+        subs = self.rt.subscriptions
+        if org is None or subs is None:
+            return InboundOutcome(None)
+        try:
+            sender = normalise_phone(text.sender, org.default_region)
+        except InvalidAddress:
+            return InboundOutcome(None)
+        row = await asyncio.to_thread(subs.pending_text, org.id, sender)
+        if row is None:
+            return InboundOutcome(None)
+        evidence_id = await asyncio.to_thread(subs.confirm, row, ip=None, user_agent=None,
+                                              via=f"sms-yes:{text.provider}")
+        if evidence_id is None:
+            return InboundOutcome(None)
+        event(log, "subscription_confirmed", org=org.id, channel="sms", via="sms-yes",
+              provider=text.provider, sender=mask(sender), evidence_id=evidence_id)
+        return InboundOutcome(None, render("sms_confirmed.txt.j2", org_name=org.name).strip(),
+                              confirmed=True)
 
     @staticmethod
     def source(keyword: Keyword, text: InboundText) -> str:

@@ -142,3 +142,10 @@ def carries_opt_out_instruction(body: str) -> bool:
     """True when `body` already tells the reader to text an opt-out keyword back (see the
     module docstring); links do not count."""
     return _OPT_OUT_INSTRUCTION.search(body) is not None
+
+
+def is_confirmation(body: str) -> bool:
+    """A reply of YES (case, surrounding whitespace and punctuation ignored): it confirms
+    a pending double opt-in by text (gateway/subscriptions.py), and is not a keyword:
+    with nothing pending it is an ordinary reply, forwarded."""
+    return _normalise(body) == "yes"

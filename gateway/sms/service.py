@@ -22,6 +22,7 @@ from ..logs import event
 from ..runtime import Runtime
 from . import api, twilio_api, webhooks
 from .channel import SMS, SmsChannel
+from .confirm import sms_sender
 from .deferral import DeferredSender
 from .forward import BackgroundTasks, Forwarder
 from .providers import make_provider
@@ -68,6 +69,7 @@ async def start(rt: Runtime, app: web.Application) -> Callable[[], Awaitable[Non
     deferred = DeferredSender(rt, app[SMS].relay)
     deferred.start()
     rt.status_providers["deferred_texts"] = lambda: deferred_status(rt)
+    rt.confirmation_senders["sms"] = sms_sender(rt, app[SMS].relay)  # double opt-in
     app.add_routes(api.routes)
     app.add_routes(twilio_api.routes)
     app.add_routes(webhooks.routes)

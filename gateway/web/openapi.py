@@ -208,6 +208,28 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
                        "more_info": {"type": "string"}, "status": {"type": "integer"}},
     },
+    "SignUp": {
+        "type": "object", "required": ["org", "channel", "address", "source", "wording"],
+        "additionalProperties": False,
+        "properties": {
+            "org": {"type": "string"}, "channel": {"type": "string", "enum": ["email", "sms"]},
+            "address": {"type": "string"},
+            "source": {"type": "string", "description": "the form, URL, wording version"},
+            "wording": {"type": "string", "description": "what the person agreed to"},
+            "categories": {"type": "array", "items": {"type": "string"},
+                           "description": "scope the consent to these categories"},
+            "region": {"type": "string", "description": "ISO 3166-1 alpha-2"},
+        },
+    },
+    "Pending": {
+        "type": "object", "required": ["id", "status", "confirmation_sent"],
+        "properties": {
+            "id": {"type": "string"}, "status": {"type": "string", "enum": ["pending"]},
+            "address": {"type": "string"}, "confirmation_sent": {"type": "boolean"},
+            "throttled": {"type": "string", "nullable": True,
+                          "enum": ["resend_after", "max_per_hour", None]},
+        },
+    },
     "Health": {
         "type": "object", "required": ["status", "checks"],
         "properties": {"status": {"type": "string", "enum": ["ok", "unhealthy"]},
@@ -244,6 +266,15 @@ def _paths() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Erasure")}}},
             "responses": {"201": _json(_ref("Erased"), "erased now"),
                           "200": _json(_ref("Erased"), "erased before; nothing left"),
+                          "400": BAD_JSON, "401": UNAUTHORIZED, "422": INVALID,
+                          "429": TOO_MANY_FAILURES, "503": STORE_UNAVAILABLE},
+        }},
+        "/api/v1/subscriptions": {"post": {
+            "summary": "A sign-up: a pending consent and one confirmation message (double "
+                       "opt-in; throttled per person and address)",
+            "security": admin,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("SignUp")}}},
+            "responses": {"202": _json(_ref("Pending"), "pending until confirmed"),
                           "400": BAD_JSON, "401": UNAUTHORIZED, "422": INVALID,
                           "429": TOO_MANY_FAILURES, "503": STORE_UNAVAILABLE},
         }},

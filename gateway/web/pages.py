@@ -23,6 +23,7 @@ from ..policy import ALL_CHANNELS
 from ..runtime import Runtime
 from . import status
 from .common import page, runtime
+from .preferences import CATEGORY_SCOPE, leave_category, preference_choices
 
 log = logging.getLogger("gateway.web.pages")
 
@@ -111,7 +112,8 @@ async def show_unsubscribe(request: web.Request) -> web.Response:
         else None
     if existing is not None:
         return confirmation(rt, record, existing["channel"], already=True)
-    return page("unsubscribe.html.j2", **context(rt, record))
+    groups = await asyncio.to_thread(preference_choices, rt, record)  # preference centre
+    return page("unsubscribe.html.j2", **context(rt, record, groups=groups))
 
 
 @routes.post("/u/{token}")
@@ -125,6 +127,9 @@ async def unsubscribe(request: web.Request) -> web.Response:
     fields = await form_fields(request)
     one_click = fields.get(ONE_CLICK_FIELD, "").strip().lower() == "one-click"
     method = "one-click" if one_click else "link"
+    scope = fields.get("scope", "")
+    if not one_click and scope.startswith(CATEGORY_SCOPE):  # the preference centre
+        return await leave_category(rt, request, record, scope[len(CATEGORY_SCOPE):])
     channel = ALL_CHANNELS if fields.get("scope") == "all" else record.channel
     try:
         done = await asyncio.to_thread(rt.optouts.by_token, record, method=method,

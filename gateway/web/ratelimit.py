@@ -24,12 +24,12 @@ from aiohttp import web
 from ..anvil import Anvil
 from ..errors import TokenError
 from ..logs import event
-from ..tokens import token_id_of
+from ..tokens import CONFIRM, UNSUBSCRIBE, token_id_of
 from .common import ADMIN_LOGINS, AdminLoginFailed, page, runtime
 
 log = logging.getLogger("gateway.web.ratelimit")
 
-LIMITED_PREFIXES = ("/u/", "/s/")
+LIMITED_PREFIXES = ("/u/", "/s/", "/c/")  # /c/: double opt-in confirmation links
 WINDOW_SECONDS = 60.0
 BAD_LINKS_PER_WINDOW = 20
 
@@ -61,7 +61,8 @@ def well_signed(request: web.Request) -> bool:
     """The link's token carries a valid signature (checked without the database)."""
     token = request.path.split("/", 3)[2] if request.path.count("/") == 2 else ""
     try:
-        token_id_of(token, runtime(request).settings.unsubscribe.secrets)
+        token_id_of(token, runtime(request).settings.unsubscribe.secrets,
+                    CONFIRM if request.path.startswith("/c/") else UNSUBSCRIBE)
     except TokenError:
         return False
     return True

@@ -36,10 +36,12 @@ OUTCOMES = ("allowed", "blocked", "would_block")
 DECISION_WINDOWS = {"last_hour": timedelta(hours=1), "last_24h": timedelta(hours=24)}
 OPT_OUT_WINDOWS = {"last_24h": timedelta(hours=24), "last_30d": timedelta(days=30)}
 # Opt-out methods in the order people meet them; `sms-keyword` = an SMS STOP-style reply.
-METHODS = ("link", "one-click", "mailto", "reply", "sms-keyword", "provider", "api", "cli")
+METHODS = ("link", "one-click", "mailto", "reply", "sms-keyword", "provider", "api", "cli",
+           "preference")
 METHOD_LABELS = {"link": "link (unsubscribe page)", "one-click": "one-click (RFC 8058)",
                  "mailto": "mailto", "reply": "reply", "sms-keyword": "SMS keyword (STOP)",
-                 "provider": "provider opt-out", "api": "admin API", "cli": "command line"}
+                 "provider": "provider opt-out", "api": "admin API", "cli": "command line",
+                 "preference": "preference centre (some categories)"}
 # Opt-outs that arrive from elsewhere (status_outside.py): an ESP's own unsubscribe, a
 # spam complaint (ESP event or ARF report).
 METHODS += ("esp", "complaint")
