@@ -48,9 +48,20 @@ async def send_numbered(smtp_port: int, start: int, n: int, prefix: str,
     as soon as it is answered 250."""
     import aiosmtplib
 
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False,
-                               timeout=20) as client:
-        await client.login("acme-news", "news-pass")
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False,
+                             timeout=20)
+    for attempt in range(3):  # as an MTA would: a connection lost before any message
+        try:                  # was sent is simply made again (nothing was accepted)
+            await client.connect()
+            await client.login("acme-news", "news-pass")
+            break
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError):
+            client.close()
+            if attempt == 2:
+                raise
+            print(f"send_numbered: connection {start} lost before sending; reconnecting")
+            await asyncio.sleep(0.2)
+    async with client:
         for i in range(start, start + n):
             mid = f"<{prefix}-{i}@acme.test>"
             data = (f"From: news@acme.test\r\nTo: r{i}@example.com\r\nSubject: n{i}\r\n"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from gwprocess import send_mail
@@ -36,9 +37,12 @@ def write_config(tmp_path, sink_port: int, processes: int = 1) -> tuple:
 
 
 def start_gateway(config_path, smtp_port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config",
-                             str(config_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    """`gateway run`, its log appended to gateway.log beside the config (a pipe nobody
+    reads would fill and stall it); returns once the SMTP port answers."""
+    log = Path(config_path).with_name("gateway.log")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config",
+                                 str(config_path)], stdout=out, stderr=out)
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -46,7 +50,7 @@ def start_gateway(config_path, smtp_port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode()) from None
+                raise AssertionError(log.read_text("utf-8", "replace")) from None
             time.sleep(0.05)
     proc.kill()
     raise AssertionError("gateway did not start")

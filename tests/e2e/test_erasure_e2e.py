@@ -103,7 +103,7 @@ async def test_an_erasure_through_the_api_blocks_mail_and_texts_and_kills_old_li
         status, answer = await api.erase(PERSON)
         assert status == 201, answer
         assert answer["removed"] == {"evidence": 1, "opt_outs": 0, "tokens": 1, "decisions": 1,
-                                     "copies": 0, "deferred_texts": 0}
+                                     "outside_events": 0, "copies": 0, "deferred_texts": 0}
         assert (await api.erase(PHONE, channel="sms"))[0] == 201
 
         with pytest.raises(aiosmtplib.SMTPResponseException) as refused:

@@ -68,7 +68,7 @@ def test_erasure_removes_every_record_of_the_person_and_keeps_one_suppression_en
     answer = erase(service)
     assert answer["new"] is True
     assert answer["removed"] == {"evidence": 1, "opt_outs": 2, "tokens": 1, "decisions": 1,
-                                 "copies": 0, "deferred_texts": 0}
+                                 "outside_events": 0, "copies": 0, "deferred_texts": 0}
     ledger = service.ledger
     assert ledger.trail(PERSON)["evidence"] == [] and ledger.trail(PERSON)["opt_outs"] == []
     assert ledger.trail(PERSON)["decisions"] == []
@@ -223,3 +223,41 @@ def test_the_suppression_hash_is_hmac_sha256_of_channel_and_address_truncated():
     for key in (b"short key", b"k" * 64, b"a much longer key " * 8):
         expected = hmac.new(key, f"email\0{PERSON}".encode(), hashlib.sha256).digest()[:16]
         assert SuppressionKey(key).of("email", PERSON) == expected.hex()
+
+
+def esp_event(address: str | None, org: str | None, event_id: str) -> dict:
+    return {"provider": "sendgrid", "event_id": event_id, "event_type": "unsubscribe",
+            "event_at": None, "received_at": datetime.now(UTC).isoformat(), "method": "esp",
+            "outcome": "recorded" if org else "unresolved", "org": org, "stream": None,
+            "address": address, "optout_id": None, "problem": "",
+            "payload": "{}"}
+
+
+def test_erasure_removes_the_esp_and_complaint_events_about_the_person(service):
+    service.ledger.record_optout_event(esp_event(PERSON, "acme", "ev1"))
+    service.ledger.record_optout_event(esp_event(PERSON, None, "ev2"))  # kept for the operator
+    service.ledger.record_optout_event(esp_event(OTHER, "acme", "ev3"))
+    answer = erase(service, org="acme")
+    assert answer["removed"]["outside_events"] == 2
+    left = service.ledger._tuples("SELECT address FROM optout_events")
+    assert [r[0] for r in left] == [OTHER]
+
+
+def test_erasure_removes_the_texts_held_for_the_persons_quiet_hours(service, tmp_path):
+    import time
+
+    from gateway.ledger.deferred import DeferredText, DeferredTexts
+
+    texts = DeferredTexts(tmp_path / "held")
+    try:
+        now = time.time()
+        for to in ("+447400123456", "+447400123457"):
+            texts.hold(DeferredText("<t@acme.test>", "acme-news", "acme", to, "+447400123000",
+                                    "Sale", "marketing", "commercial", None, None, now,
+                                    now + 3600))
+        answer = Erasures(service.ledger, service, tuple, lambda: texts).erase(
+            ErasureRequest("sms", "+447400123456", "*", "letter of 2 May"))
+        assert answer["removed"]["deferred_texts"] == 1
+        assert [t.to for t in texts.due(now + 7200)] == ["+447400123457"]
+    finally:
+        texts.close()
