@@ -16,13 +16,11 @@ psycopg). Differences that matter:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -58,8 +56,6 @@ FAIL_FAST_SECONDS = 1.0
 WRITE_LOCK = 0x6C656467  # "ledg"
 SCHEMA_LOCK = 0x6D696772  # "migr"
 ROWS_PER_STATEMENT = 500
-# Connections each event loop keeps for its reads (one query in flight on each).
-LOOP_CONNECTIONS = 4
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
@@ -93,8 +89,6 @@ class PostgresLedger(LedgerQueries):
         self._held: set[psycopg.Connection] = set()  # connections kept by threads
         self._generation = 0  # one more after each connection failure
         self._held_lock = threading.Lock()
-        self._loop_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopReads] = \
-            weakref.WeakKeyDictionary()
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=2, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
             check=psycopg_pool.ConnectionPool.check_connection, kwargs=CONNECTION_KWARGS,
@@ -163,28 +157,6 @@ class PostgresLedger(LedgerQueries):
         with self._conn() as conn:
             return conn.execute(pg(sql), tuple(params)).fetchall()
 
-    async def _atuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        """`_tuples` from the event loop without holding it for the round trip: on one of
-        the loop's own async connections (`LoopReads`). Failures as `_conn`'s."""
-        if time.monotonic() < self._failing_until:
-            raise StoreUnavailable(f"ledger at {self.where} unreachable (retrying shortly)")
-        loop = asyncio.get_running_loop()
-        reads = self._loop_reads.get(loop)
-        if reads is None:
-            reads = self._loop_reads[loop] = LoopReads(self.url)
-        try:
-            rows = await reads.run(pg(sql), tuple(params), self._generation)
-            self._failing_until = 0.0
-            return rows
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
-            self._generation += 1
-            raise StoreUnavailable(f"ledger at {self.where} unavailable: "
-                                   f"{type(exc).__name__}") from exc
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"ledger error: {type(exc).__name__}: "
-                                   f"{exc.diag.message_primary or exc}") from exc
-
     def _write(self, sql: str, params: Iterable[Any]) -> int:
         with self._conn() as conn:
             conn.execute(pg(sql), tuple(params))
@@ -208,8 +180,6 @@ class PostgresLedger(LedgerQueries):
         return self._tuples("SELECT MAX(version) FROM schema_migrations")[0][0]
 
     def close(self) -> None:
-        for reads in list(self._loop_reads.values()):
-            reads.close()
         self.pool.close(timeout=1.0)
         with self._held_lock:  # the connections threads kept (the pool closes only its own)
             held, self._held = list(self._held), set()
@@ -288,10 +258,10 @@ class PostgresLedger(LedgerQueries):
 
     async def ahistory(self, org: str, channel: str, address: str, suppressed_as: str = ""
                        ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
-        """`history` from the event loop: the loop serves other requests during the
-        round trip (see docs/decisions.md, "Shared ledger")."""
-        return history_of(await self._atuples(HISTORY_SELECT, history_params(
-            org, channel, address, suppressed_as)))
+        """`history` from the event loop: read right there, on this thread's connection
+        (measured against psycopg's AsyncConnection, which cost more CPU per read than the
+        loop waits: docs/decisions.md, "Shared ledger")."""
+        return self.history(org, channel, address, suppressed_as)
 
     # -- decisions and tokens -------------------------------------------------------------
 
@@ -376,50 +346,3 @@ def insert_rows(conn: psycopg.Connection, head: str, rows: Sequence[tuple]) -> N
         part = rows[start:start + ROWS_PER_STATEMENT]
         conn.execute(head + ",".join([group] * len(part)), [v for r in part for v in r])
 
-
-class LoopReads:
-    """An event loop's read connections: up to LOOP_CONNECTIONS async connections, one
-    query in flight on each, idle ones in a queue (no pool: its checkout costs more than
-    the query). A connection that failed, was interrupted mid-query or is from before a
-    failure (older `generation`) is closed, never reused."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.idle: asyncio.Queue[tuple[psycopg.AsyncConnection, int]] = asyncio.Queue()
-        self.count = 0
-
-    async def run(self, sql: str, params: tuple, generation: int) -> list[tuple]:
-        conn = await self._take(generation)
-        try:
-            cur = await conn.execute(sql, params)
-            rows = await cur.fetchall()
-        except BaseException:  # failed or cancelled mid-query: its state is unknown
-            self._discard(conn)
-            raise
-        self.idle.put_nowait((conn, generation))
-        return rows
-
-    async def _take(self, generation: int) -> psycopg.AsyncConnection:
-        while True:
-            if self.idle.empty() and self.count < LOOP_CONNECTIONS:
-                self.count += 1
-                try:
-                    return await asyncio.wait_for(
-                        psycopg.AsyncConnection.connect(self.url, **CONNECTION_KWARGS),
-                        CHECKOUT_SECONDS)
-                except BaseException:
-                    self.count -= 1
-                    raise
-            conn, made = await asyncio.wait_for(self.idle.get(), CHECKOUT_SECONDS)
-            if made == generation and not conn.closed:
-                return conn
-            self._discard(conn)
-
-    def _discard(self, conn: psycopg.AsyncConnection) -> None:
-        self.count -= 1
-        with contextlib.suppress(psycopg.Error):
-            conn.pgconn.finish()  # closes the socket at once; no round trip
-
-    def close(self) -> None:
-        while not self.idle.empty():
-            self._discard(self.idle.get_nowait()[0])
