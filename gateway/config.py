@@ -182,6 +182,8 @@ class LedgerSettings:
     an absolute path) or a libpq URL (postgresql://…; PG* environment variables apply)."""
 
     url: str = field(default="", repr=False)  # may hold a password
+    # PostgreSQL: keep people's records read lately, forgotten on change (ledger/cache.py)
+    cache: bool = True
 
     @property
     def postgres(self) -> bool:
@@ -487,8 +489,9 @@ class _Reader:
         )
 
     def ledger_section(self) -> LedgerSettings:
-        s = self.table(self.raw.get("ledger", {}), "ledger", {"url"})
+        s = self.table(self.raw.get("ledger", {}), "ledger", {"url", "cache"})
         url = self.get(s, "ledger", "url", str, "").strip()
+        cache = self.get(s, "ledger", "cache", bool, True)
         if not url:
             return LedgerSettings()
         if url.startswith("sqlite:"):
@@ -504,7 +507,7 @@ class _Reader:
             except Exception as exc:  # noqa: BLE001 - libpq's parser: any failure is a bad URL
                 raise self.fail("ledger.url", f"not a valid libpq URL: {type(exc).__name__}"
                                 ) from None
-            return LedgerSettings(url)
+            return LedgerSettings(url, cache)
         raise self.fail("ledger.url", "expected sqlite:///PATH or postgresql://…")
 
     def esp_section(self, orgs: dict[str, Org]) -> dict[str, EspSettings]:

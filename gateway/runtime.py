@@ -50,7 +50,8 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, worker: int = 0, sockets: dict | None = None) -> Runtime:
-        ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
+        ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir,
+                             cache=settings.ledger.cache)
         consent = ConsentService(settings, ledger)
         metrics = Metrics()
         pending = PendingOptOuts(settings.gateway.data_dir)

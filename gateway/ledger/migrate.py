@@ -29,7 +29,7 @@ DIALECTS = {
 }
 HISTORY_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                  "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-_NAME = re.compile(r"(\d{4})_(\w+)\.sql")
+_NAME = re.compile(r"(\d{4})_(\w+?)(?:\.(sqlite|postgresql))?\.sql")
 
 
 class SchemaMismatch(GatewayError):
@@ -41,12 +41,29 @@ class Migration:
     version: int
     name: str
     sql: str
+    only: str | None = None  # NNNN_name.postgresql.sql: that backend's; the other records it
 
     def statements(self, dialect: str) -> list[str]:
-        """The file's statements with the dialect's words filled in."""
+        """The file's statements with the dialect's words filled in (none when the file is
+        another backend's). A `;` inside a `$$ … $$` body does not end a statement."""
+        if self.only is not None and self.only != dialect:
+            return []
         text = "\n".join(line for line in self.sql.splitlines()
                          if not line.lstrip().startswith("--"))
-        return [s.strip() for s in text.format(**DIALECTS[dialect]).split(";") if s.strip()]
+        if self.only is None:
+            text = text.format(**DIALECTS[dialect])
+        statements, current = [], ""
+        for i, part in enumerate(text.split("$$")):
+            if i % 2:  # inside a dollar-quoted body
+                current += "$$" + part + "$$"
+                continue
+            first, *rest = part.split(";")
+            current += first
+            for piece in rest:  # each `;` outside a body ends the statement so far
+                statements.append(current)
+                current = piece
+        statements.append(current)
+        return [s.strip() for s in statements if s.strip()]
 
 
 def migrations() -> list[Migration]:
@@ -55,7 +72,8 @@ def migrations() -> list[Migration]:
     for entry in resources.files("gateway.ledger").joinpath("migrations").iterdir():
         m = _NAME.fullmatch(entry.name)
         if m:
-            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8"),
+                                   m.group(3)))
     found.sort(key=lambda m: m.version)
     return found
 

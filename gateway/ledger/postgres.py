@@ -31,6 +31,7 @@ import psycopg_pool
 from ..errors import StoreUnavailable
 from ..policy import Decision, Evidence, OptOut
 from . import migrate
+from .cache import HistoryCache
 from .queries import (
     DECISION_INSERT,
     DECISION_VALUES,
@@ -80,7 +81,8 @@ def pg(sql: str) -> str:
 class PostgresLedger(LedgerQueries):
     """The ledger in a PostgreSQL database (`url`: a libpq URL; PG* variables apply)."""
 
-    def __init__(self, url: str, *, upgrade: bool = False, pool_size: int = 16):
+    def __init__(self, url: str, *, upgrade: bool = False, pool_size: int = 16,
+                 cache: bool = False):
         self.url = url
         self.where = redact(url)
         self._failing_until = 0.0
@@ -103,6 +105,8 @@ class PostgresLedger(LedgerQueries):
         except BaseException:
             self.pool.close()
             raise
+        # People's records read lately, forgotten when the ledger announces a change.
+        self.cache = HistoryCache(url, CONNECTION_KWARGS) if cache else None
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -180,6 +184,8 @@ class PostgresLedger(LedgerQueries):
         return self._tuples("SELECT MAX(version) FROM schema_migrations")[0][0]
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         self.pool.close(timeout=1.0)
         with self._held_lock:  # the connections threads kept (the pool closes only its own)
             held, self._held = list(self._held), set()
@@ -211,6 +217,7 @@ class PostgresLedger(LedgerQueries):
                         yield
                     finally:
                         self._local.tx = None
+                self._changed_people()  # committed: opt-outs, erasures may have changed
             except psycopg.OperationalError as exc:
                 self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
                 raise StoreUnavailable(f"ledger at {self.where} unavailable") from exc
@@ -219,13 +226,16 @@ class PostgresLedger(LedgerQueries):
 
     def record_evidence(self, record: Evidence, via: str = "api") -> int:
         with self._conn() as conn:
-            return conn.execute(pg(EVIDENCE_INSERT) + " RETURNING id",
-                                evidence_row(record, via)).fetchone()[0]
+            new_id = conn.execute(pg(EVIDENCE_INSERT) + " RETURNING id",
+                                  evidence_row(record, via)).fetchone()[0]
+        self._changed_people()
+        return new_id
 
     def record_evidence_many(self, records: Iterable[Evidence], via: str = "csv") -> int:
         rows = [evidence_row(r, via) for r in records]
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(pg(EVIDENCE_INSERT), rows)
+        self._changed_people()
         return len(rows)
 
     # -- opt-outs -----------------------------------------------------------------------
@@ -246,8 +256,21 @@ class PostgresLedger(LedgerQueries):
 
     def history(self, org: str, channel: str, address: str, suppressed_as: str = ""
                 ) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
-        return history_of(self._tuples(HISTORY_SELECT, history_params(org, channel, address,
-                                                                      suppressed_as)))
+        cache, key = self.cache, (org, channel, address, suppressed_as)
+        if cache is not None and (found := cache.get(key)) is not None:
+            return found
+        changes = cache.changes() if cache is not None else 0
+        found = history_of(self._tuples(HISTORY_SELECT, history_params(
+            org, channel, address, suppressed_as)))
+        if cache is not None:
+            cache.put(key, address, found, changes)
+        return found
+
+    def _changed_people(self) -> None:
+        """After a write of evidence, opt-outs or erasures by this process: what the cache
+        holds may be stale now (others learn it from the ledger's notices)."""
+        if self.cache is not None:
+            self.cache.forget_all()
 
     # -- privacy (see ledger/privacy.py) ------------------------------------------------
 
