@@ -109,7 +109,7 @@ def _record(rt, event: OutsideEvent, fallback_org: str | None) -> Outcome:
     if rt.ledger.optout_event_seen(event.provider, event.event_id):
         return Outcome("duplicate")
     token, org, address, problem = _who(rt, event, fallback_org)
-    if _erased_since(rt, event, org, address):
+    if _erased_since(rt, event, org, address, stale_token=bool(event.token) and token is None):
         return Outcome("erased", org)
     optout_id = None
     if org is not None and address is not None:
@@ -135,13 +135,16 @@ def _record(rt, event: OutsideEvent, fallback_org: str | None) -> Outcome:
     return Outcome(outcome, org, optout_id, problem, address or event.email or "")
 
 
-def _erased_since(rt, event: OutsideEvent, org: str | None, address: str | None) -> bool:
+def _erased_since(rt, event: OutsideEvent, org: str | None, address: str | None, *,
+                  stale_token: bool = False) -> bool:
     """The person the event names was erased (for its org, or any org when that is not
-    known) at or after the time the provider gives for it (a retried SendGrid batch, a
-    late ARF report): the erasure covers it, as it would have had the event come in
-    time. Recording it would put their address back in the ledger, and their suppression
-    entry blocks them already (`erased`): nothing is recorded. What they do after the
-    erasure (they signed up again, then complained) is recorded as usual."""
+    known) at or after the time the provider gives for it (a retried SendGrid batch), or
+    at all when the gateway token it carries is gone (the erasure took it: the copy it
+    is about went out before): the erasure covers it, as it would have had the event come
+    in time. Recording it would put their address back in the ledger, and their
+    suppression entry blocks them already (`erased`): nothing is recorded. What they do
+    after the erasure (they signed up again, then complained about a new copy) is
+    recorded as usual."""
     candidate = address
     if candidate is None and event.email:
         try:
@@ -153,6 +156,8 @@ def _erased_since(rt, event: OutsideEvent, org: str | None, address: str | None)
     erasures = rt.ledger.erasures_for(rt.consent.suppression.of("email", candidate), org)
     if not erasures:
         return False
+    if stale_token:
+        return True
     happened = _time(event.occurred_at or now_iso())
     return any(_time(e["at"]) >= happened for e in erasures)
 

@@ -350,6 +350,20 @@ async def test_an_esp_event_from_before_an_erasure_arriving_after_it_records_no_
     assert refused.value.code == 550 and "erased" in refused.value.message
 
 
+async def test_a_complaint_made_after_the_erasure_about_a_copy_sent_before_it_records_nothing(
+        gw, sink, ledger_url):
+    copy = await deliver_marketing(gw, sink)
+    erased = await erase_jane(gw)
+    later = datetime.fromisoformat(erased["at"]).timestamp() + 1  # its token went with her
+    event = {**sendgrid_event("spamreport", token=token_of(copy)), "timestamp": later}
+
+    status, answer = await post_sendgrid(gw, [event])
+
+    assert (status, answer["erased"], answer["recorded"]) == (200, 1, 0)
+    assert opt_outs(gw) == [] and events(gw) == []
+    assert traces_in_ledger(gw.runtime.ledger, ledger_url, "jane@") == []
+
+
 async def test_an_esp_event_after_the_erasure_is_the_persons_new_act_and_is_recorded(gw):
     erased = await erase_jane(gw)
     later = datetime.fromisoformat(erased["at"]).timestamp() + 1
