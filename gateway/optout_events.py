@@ -109,7 +109,7 @@ def _record(rt, event: OutsideEvent, fallback_org: str | None) -> Outcome:
     if rt.ledger.optout_event_seen(event.provider, event.event_id):
         return Outcome("duplicate")
     token, org, address, problem = _who(rt, event, fallback_org)
-    if _erased_since(rt, event, org, address, stale_token=bool(event.token) and token is None):
+    if token is None and _erased_since(rt, event, org, address, stale_token=bool(event.token)):
         return Outcome("erased", org)
     optout_id = None
     if org is not None and address is not None:
@@ -144,7 +144,8 @@ def _erased_since(rt, event: OutsideEvent, org: str | None, address: str | None,
     in time. Recording it would put their address back in the ledger, and their
     suppression entry blocks them already (`erased`): nothing is recorded. What they do
     after the erasure (they signed up again, then complained about a new copy) is
-    recorded as usual."""
+    recorded as usual. Not asked for an event whose token resolves: an erasure takes the
+    person's tokens, so theirs was issued after any erasure (one lookup less per event)."""
     candidate = address
     if candidate is None and event.email:
         try:
