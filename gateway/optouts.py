@@ -145,11 +145,13 @@ class OptOuts:
             request = OptOutRequest(**{**data, "categories": tuple(data.get("categories", ()))})
             try:
                 request, token = self._complete(request)
-                if request is not None and self._erased_since(request, kept_at):
-                    request = None
                 if request is not None:
-                    self._write(request, None if request.categories else token,
-                                count=False)  # counted when it was kept
+                    # The check and the write in one ledger transaction: an erasure
+                    # is either seen here or comes after, and removes what is written.
+                    with self.ledger.exclusive():
+                        if not self._erased_since(request, kept_at):
+                            self._write(request, None if request.categories else token,
+                                        count=False)  # counted when it was kept
             except StoreUnavailable:
                 break
             self.pending.remove(pending_id)
