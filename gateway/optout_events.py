@@ -17,13 +17,17 @@ org, nor spread to all of them); the event is kept with outcome `unresolved` and
 Repeats: an event id already kept records nothing (`duplicate`); the opt-out's request id
 (`provider:event id`) is unique as well, so two gateways racing on one event record one
 opt-out. Ledger away: StoreUnavailable goes up (the webhook answers 503, SMTP 451) and the
-provider retries; nothing is kept half-written that a retry would not complete."""
+provider retries; nothing is kept half-written that a retry would not complete.
+
+An event about a person erased since it happened records nothing (`erased`): see
+`_erased_since`."""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .addresses import mask, normalise_email
 from .errors import InvalidAddress, TokenError
@@ -60,7 +64,7 @@ class OutsideEvent:
 class Outcome:
     """What became of one event."""
 
-    outcome: str  # recorded | duplicate | unresolved
+    outcome: str  # recorded | duplicate | unresolved | erased (nothing recorded)
     org: str | None = None
     optout_id: int | None = None
     problem: str = ""
@@ -105,6 +109,8 @@ def _record(rt, event: OutsideEvent, fallback_org: str | None) -> Outcome:
     if rt.ledger.optout_event_seen(event.provider, event.event_id):
         return Outcome("duplicate")
     token, org, address, problem = _who(rt, event, fallback_org)
+    if token is None and _erased_since(rt, event, org, address, stale_token=bool(event.token)):
+        return Outcome("erased", org)
     optout_id = None
     if org is not None and address is not None:
         name = PROVIDER_NAMES.get(event.provider, event.provider)
@@ -129,8 +135,46 @@ def _record(rt, event: OutsideEvent, fallback_org: str | None) -> Outcome:
     return Outcome(outcome, org, optout_id, problem, address or event.email or "")
 
 
+def _erased_since(rt, event: OutsideEvent, org: str | None, address: str | None, *,
+                  stale_token: bool = False) -> bool:
+    """The person the event names was erased (for its org, or any org when that is not
+    known) at or after the time the provider gives for it (a retried SendGrid batch), or
+    at all when the gateway token it carries is gone (the erasure took it: the copy it
+    is about went out before): the erasure covers it, as it would have had the event come
+    in time. Recording it would put their address back in the ledger, and their
+    suppression entry blocks them already (`erased`): nothing is recorded. What they do
+    after the erasure (they signed up again, then complained about a new copy) is
+    recorded as usual. Not asked for an event whose token resolves: an erasure takes the
+    person's tokens, so theirs was issued after any erasure (one lookup less per event)."""
+    candidate = address
+    if candidate is None and event.email:
+        try:
+            candidate = normalise_email(event.email)
+        except InvalidAddress:
+            return False
+    if not candidate:
+        return False
+    erasures = rt.ledger.erasures_for(rt.consent.suppression.of("email", candidate), org)
+    if not erasures:
+        return False
+    if stale_token:
+        return True
+    happened = _time(event.occurred_at or now_iso())
+    return any(_time(e["at"]) >= happened for e in erasures)
+
+
+def _time(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _log(event: OutsideEvent, outcome: Outcome) -> None:
     if outcome.outcome == "duplicate":
+        return
+    if outcome.outcome == "erased":
+        log_event(log, "outside_opt_out_erased", provider=event.provider,
+                  type=event.event_type[:40], event_id=event.event_id[:80],
+                  org=outcome.org or "", problem="person erased since")
         return
     resolved = outcome.outcome == "recorded"
     log_event(log, "outside_opt_out" if resolved else "outside_opt_out_unresolved",
@@ -154,7 +198,7 @@ def record_events(rt, events: list[OutsideEvent], fallback_org: str | None) -> d
     transaction (a commit per event made 1,000 cost seconds on PostgreSQL); how many ended
     each way. A repeat inside the batch is counted a duplicate before any write (reads
     inside a transaction may not see its own writes)."""
-    counts = {"recorded": 0, "duplicate": 0, "unresolved": 0}
+    counts = {"recorded": 0, "duplicate": 0, "unresolved": 0, "erased": 0}
     unique: dict[tuple[str, str], OutsideEvent] = {}
     for one in events:
         if (one.provider, one.event_id) in unique:

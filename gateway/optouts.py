@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .addresses import mask
 from .errors import StoreUnavailable
@@ -28,6 +29,11 @@ from .logs import event
 from .policy import ALL_CHANNELS
 
 log = logging.getLogger("gateway.optouts")
+
+
+def _time(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 REPLAY_SECONDS = 1.0
 
@@ -135,13 +141,17 @@ class OptOuts:
         if self.pending is None:
             return 0
         written = 0
-        for pending_id, data in self.pending.oldest():
+        for pending_id, kept_at, data in self.pending.oldest():
             request = OptOutRequest(**{**data, "categories": tuple(data.get("categories", ()))})
             try:
                 request, token = self._complete(request)
                 if request is not None:
-                    self._write(request, None if request.categories else token,
-                                count=False)  # counted when it was kept
+                    # The check and the write in one ledger transaction: an erasure
+                    # is either seen here or comes after, and removes what is written.
+                    with self.ledger.exclusive():
+                        if not self._erased_since(request, kept_at):
+                            self._write(request, None if request.categories else token,
+                                        count=False)  # counted when it was kept
             except StoreUnavailable:
                 break
             self.pending.remove(pending_id)
@@ -168,6 +178,25 @@ class OptOuts:
         return dataclasses.replace(request, org=record.org, channel=channel,
                                    address=record.address, message_id=record.message_id
                                    ), record
+
+    def _erased_since(self, request: OptOutRequest, kept_at: str) -> bool:
+        """The person of a kept request was erased, for its org (or every org), after it
+        was kept (by another gateway, say, or `gateway erase`): writing it now would put
+        their address back in the ledger. Their suppression entry blocks them already
+        (`erased`), so it is dropped, and logged without the address. A request kept
+        after an erasure is a new act of theirs (they came back): it is written."""
+        if self.consent is None or not request.address:
+            return False
+        channel = request.channel
+        if channel == ALL_CHANNELS:
+            channel = "email" if "@" in request.address else "sms"
+        suppressed_as = self.consent.suppression.of(channel, request.address)
+        erasures = self.ledger.erasures_for(suppressed_as, request.org)
+        if not any(_time(e["at"]) >= _time(kept_at) for e in erasures):
+            return False
+        event(log, "opt_out_dropped", logging.WARNING, problem="person erased since",
+              org=request.org, channel=request.channel, request_id=request.request_id)
+        return True
 
     async def keep_replaying(self) -> None:
         """While the gateway runs: replay whatever is kept, every REPLAY_SECONDS."""

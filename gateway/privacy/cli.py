@@ -43,6 +43,7 @@ def cmd_erase(args) -> int:
     from ..consent import ConsentService
     from ..ledger import open_ledger
     from ..ledger.deferred import DeferredTexts
+    from ..ledger.pending import PendingOptOuts
     from .erasure import Erasures, parse_erasure
 
     settings = config.load(args.config)
@@ -57,10 +58,12 @@ def cmd_erase(args) -> int:
     ledger = open_ledger(settings.ledger.url, settings.gateway.data_dir)
     spools, busy = local_spools(settings.gateway.data_dir)
     texts = DeferredTexts(settings.gateway.data_dir)  # shared with a running gateway (SQLite)
+    kept = PendingOptOuts(settings.gateway.data_dir)  # so are the opt-outs kept in an outage
     try:
         answer = Erasures(ledger, ConsentService(settings, ledger), lambda: spools,
-                          lambda: texts).erase(wanted)
+                          lambda: texts, lambda: kept).erase(wanted)
     finally:
+        kept.close()
         texts.close()
         for spool in spools:
             spool.close()

@@ -74,15 +74,20 @@ def _names(text: str, *addresses: str) -> bool:
 
 
 class Erasures:
-    """Erases people: the ledger (one transaction), then the local spools, then the
-    deferred texts. `spools` gives the spools this process can reach."""
+    """Erases people: the ledger (one transaction), then the opt-outs kept in data_dir
+    during a ledger outage, the local spools, then the deferred texts. `spools` gives the
+    spools this process can reach."""
 
     def __init__(self, ledger, consent, spools: Callable[[], Iterable] = tuple,
-                 texts: Callable[[], object | None] = lambda: None):
+                 texts: Callable[[], object | None] = lambda: None,
+                 pending: Callable[[], object | None] = lambda: None):
         self.ledger = ledger
         self.consent = consent
         self.spools = spools
         self.texts = texts  # the deferred texts (gateway/ledger/deferred.py), if any
+        # The opt-outs kept in data_dir during a ledger outage (gateway/ledger/pending.py);
+        # those another gateway keeps are dropped when it replays them (gateway/optouts.py).
+        self.pending = pending
 
     def erase(self, request: ErasureRequest) -> dict:
         """Erase (blocking: call it in a thread); the answer, with counts of what went."""
@@ -90,6 +95,10 @@ class Erasures:
         done = self.ledger.erase(request.channel, request.address, request.org,
                                  suppressed_as, request.source)
         removed = dict(done.removed)
+        kept = self.pending()
+        if kept is not None:  # the person's opt-outs not yet written count as opt-outs
+            removed["opt_outs"] = removed.get("opt_outs", 0) + kept.erase(
+                request.channel, request.address, request.org)
         removed["copies"] = sum(spool.erase(request.address) for spool in self.spools()
                                 ) if request.channel == "email" else 0
         held = self.texts() if request.channel == "sms" else None

@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 def erasures_of(rt) -> Erasures:
     """Erasure in a running gateway: its ledger, and this process's spool."""
     return Erasures(rt.ledger, rt.consent, lambda: [rt.spool] if rt.spool is not None else [],
-                    lambda: rt.deferred)
+                    lambda: rt.deferred, lambda: rt.optouts.pending)
 
 
 @routes.post("/api/v1/erasures")

@@ -9,13 +9,16 @@ import json
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from esphelpers import (
+    ADMIN_TOKEN,
     JANE,
     assert_next_mail_is_blocked,
     deliver_marketing,
@@ -32,6 +35,7 @@ from esphelpers import (
     status_json,
     token_of,
 )
+from gwtest import traces_in_ledger
 
 
 @pytest.fixture
@@ -90,7 +94,7 @@ async def test_sendgrid_events_that_are_no_opt_out_are_ignored(gw):
     status, answer = await post_sendgrid(gw, batch)
 
     assert status == 200 and answer == {"ok": True, "recorded": 0, "duplicate": 0,
-                                        "unresolved": 0}
+                                        "unresolved": 0, "erased": 0}
     assert opt_outs(gw) == [] and events(gw) == []
 
 
@@ -312,3 +316,60 @@ async def test_two_gateways_on_one_postgresql_ledger_share_the_replay_memory_and
 
         assert status == 200 and answer["duplicate"] == 1
         assert sorted(r["method"] for r in opt_outs(second)) == ["complaint", "esp"]
+
+
+# -- an erased person --------------------------------------------------------------------
+
+
+async def erase_jane(gw) -> dict:
+    status, answer = await post(gw, "/api/v1/erasures", {
+        "channel": "email", "address": JANE, "org": "acme", "source": "letter, ref 118"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert status == 201
+    return answer
+
+
+async def test_an_esp_event_from_before_an_erasure_arriving_after_it_records_no_trace_of_the_person(
+        gw, sink, ledger_url):
+    copy = await deliver_marketing(gw, sink)
+    happened = int(time.time()) - 60  # SendGrid retries a batch for up to 72 hours
+    await erase_jane(gw)
+    late = {**sendgrid_event("spamreport", token=token_of(copy)), "timestamp": happened}
+    unsubscribed = mailgun_body("unsubscribed")
+    unsubscribed["event-data"]["timestamp"] = happened
+
+    status, answer = await post_sendgrid(gw, [late])
+    mailgun_status, mailgun_answer = await post(gw, "/hooks/mailgun", unsubscribed)
+
+    assert (status, answer["erased"], answer["recorded"]) == (200, 1, 0)
+    assert (mailgun_status, mailgun_answer["erased"]) == (200, 1)
+    assert opt_outs(gw) == [] and events(gw) == []
+    assert traces_in_ledger(gw.runtime.ledger, ledger_url, "jane@") == []
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await send_marketing(gw)
+    assert refused.value.code == 550 and "erased" in refused.value.message
+
+
+async def test_a_complaint_made_after_the_erasure_about_a_copy_sent_before_it_records_nothing(
+        gw, sink, ledger_url):
+    copy = await deliver_marketing(gw, sink)
+    erased = await erase_jane(gw)
+    later = datetime.fromisoformat(erased["at"]).timestamp() + 1  # its token went with her
+    event = {**sendgrid_event("spamreport", token=token_of(copy)), "timestamp": later}
+
+    status, answer = await post_sendgrid(gw, [event])
+
+    assert (status, answer["erased"], answer["recorded"]) == (200, 1, 0)
+    assert opt_outs(gw) == [] and events(gw) == []
+    assert traces_in_ledger(gw.runtime.ledger, ledger_url, "jane@") == []
+
+
+async def test_an_esp_event_after_the_erasure_is_the_persons_new_act_and_is_recorded(gw):
+    erased = await erase_jane(gw)
+    later = datetime.fromisoformat(erased["at"]).timestamp() + 1
+    event = {**sendgrid_event("unsubscribe"), "timestamp": later}
+
+    status, answer = await post_sendgrid(gw, [event])
+
+    assert (status, answer["recorded"], answer["erased"]) == (200, 1, 0)
+    assert [r["method"] for r in opt_outs(gw)] == ["esp"]

@@ -5,6 +5,7 @@ decisions past the retention go in batches; evidence, opt-outs and erasures neve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -261,3 +262,69 @@ def test_erasure_removes_the_texts_held_for_the_persons_quiet_hours(service, tmp
         assert [t.to for t in texts.due(now + 7200)] == ["+447400123457"]
     finally:
         texts.close()
+
+
+# -- opt-outs kept in data_dir during a ledger outage ---------------------------------------
+
+
+def kept_opt_outs(service, folder: Path):
+    from gateway.ledger.pending import PendingOptOuts
+    from gateway.optouts import OptOuts
+
+    return OptOuts(service.ledger, service, None, PendingOptOuts(folder))
+
+
+def keep(optouts, address=PERSON, org="acme", channel="email") -> None:
+    """An opt-out as the gateway keeps it while the ledger is away (gateway/optouts.py)."""
+    from gateway.optouts import OptOutRequest
+
+    optouts.pending.add(dataclasses.asdict(OptOutRequest(
+        org, channel, address, source=f"reply from {address}", method="reply")))
+
+
+def test_an_erasure_removes_the_persons_opt_outs_kept_in_data_dir_and_their_bytes(
+        service, tmp_path):
+    optouts = kept_opt_outs(service, tmp_path / "kept")
+    keep(optouts)
+    keep(optouts, channel="all")
+    keep(optouts, OTHER)
+    try:
+        answer = Erasures(service.ledger, service, pending=lambda: optouts.pending).erase(
+            ErasureRequest("email", PERSON, "acme", "letter of 2 May"))
+
+        assert answer["removed"]["opt_outs"] == 2 and optouts.pending.count == 1
+        held = b"".join(f.read_bytes() for f in (tmp_path / "kept").iterdir())
+        assert b"otto.other" in held and b"quartermain" not in held
+        assert optouts.replay() == 1
+        assert service.ledger.opt_out_rows(PERSON) == []
+    finally:
+        optouts.pending.close()
+
+
+def test_an_opt_out_kept_before_an_erasure_made_elsewhere_is_dropped_not_written_back(
+        service, tmp_path, caplog):
+    optouts = kept_opt_outs(service, tmp_path / "kept")
+    keep(optouts)  # kept by this gateway; erased by another one (or `gateway erase`)
+    keep(optouts, org="*")  # for every org: an erasure for acme leaves that one
+    try:
+        erase(service, org="acme")
+
+        assert optouts.replay() == 2 and optouts.pending.count == 0
+        assert [(r["org"], r["method"]) for r in service.ledger.opt_out_rows(PERSON)] == [
+            ("*", "reply")]
+        assert "person erased since" in caplog.text and PERSON not in caplog.text
+        assert service.evaluate(NEWS, "email", PERSON).reason in ("erased", "opted_out")
+    finally:
+        optouts.pending.close()
+
+
+def test_an_opt_out_kept_after_the_erasure_is_the_persons_new_wish_and_is_written(
+        service, tmp_path):
+    optouts = kept_opt_outs(service, tmp_path / "kept")
+    erase(service, org="acme")
+    keep(optouts)  # they signed up again, then opted out while the ledger was away
+    try:
+        assert optouts.replay() == 1
+        assert [r["method"] for r in service.ledger.opt_out_rows(PERSON)] == ["reply"]
+    finally:
+        optouts.pending.close()
