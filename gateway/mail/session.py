@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 
 from ..addresses import mask, normalise_email
 from ..anvil import Anvil
@@ -30,6 +38,7 @@ from ..logs import event
 from ..optout_events import record_event
 from ..runtime import Runtime
 from .copies import Prepared, prepare
+from .data_reader import read_data
 from .dsn import build_dsn
 from .feedback import is_report_address, read_report
 from .inbound import read_reply
@@ -76,6 +85,33 @@ class GatewaySMTP(SMTP):
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return address, arg[m.end():]
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's name
+        """aiosmtpd's DATA with the body read in pieces (`data_reader`), not line by line:
+        the same checks, answers and handler call, for a fraction of the CPU."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            body, problem = await read_data(self._reader, self.data_size_limit,
+                                            self.line_length_limit)
+        except asyncio.CancelledError:  # the connection went during DATA
+            self._writer.close()
+            raise
+        if problem is not None:
+            await self.push(problem)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = body
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
