@@ -6,11 +6,14 @@ blocked."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import io
 import re
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import aiosmtplib
 import pytest
 from gwtest import SOFT_OPT_IN, make_settings, seed, wait_until_spool_is_empty
 from pagehelpers import basic_auth
@@ -84,6 +87,28 @@ async def test_each_decision_records_the_rule_set_and_region_it_used(tmp_path, s
         row = re.search(r'<tr id="reason-not_opted_out"[^>]*>(.*?)</tr>', html,
                         re.DOTALL).group(1)
         assert "commercial email may go until the person opts out" in row
+
+
+async def test_the_audit_trail_as_csv_names_each_decisions_rule_set_region_and_source(
+        tmp_path, sink):
+    settings = with_rulesets(settings_for(tmp_path, sink), {"default": "uk-pecr", "DE": "eu-de"})
+    async with await server.start(settings) as gw:
+        seed(gw.runtime, address="dora@example.com", basis="consent", region="DE",
+             source="newsletter form, Berlin shop")  # never confirmed: eu-de blocks
+        with pytest.raises(aiosmtplib.SMTPDataError, match="consent_unconfirmed"):
+            await send(gw, ["dora@example.com"])
+        http = gw.runtime.settings.http
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{http.public_url}/api/v1/contacts/email/dora@example.com",
+                params={"org": "acme", "format": "csv"},
+                headers={"Authorization": f"Bearer {http.admin_token}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    [evidence] = [r for r in rows if r["kind"] == "evidence"]
+    assert evidence["region"] == "DE"
+    [decision] = [r for r in rows if r["kind"] == "decision"]
+    assert (decision["reason"], decision["ruleset"], decision["region"],
+            decision["region_source"]) == ("consent_unconfirmed", "eu-de", "DE", "evidence")
 
 
 async def test_a_copy_waiting_in_the_spool_past_the_end_of_implied_consent_is_blocked(
