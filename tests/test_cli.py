@@ -436,7 +436,8 @@ def test_check_explains_the_reason_code_in_one_line(world_cfg, ledger, capsys):
            "this org)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--region", "Canada"], ["--at", "tomorrow"]])
+@pytest.mark.parametrize("argv", [["--region", "Canada"], ["--region", "UK"],
+                                  ["--at", "tomorrow"]])
 def test_check_with_a_bad_region_or_time_is_a_usage_error(world_cfg, ledger, capsys, argv):
     assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", *argv) == 2
     assert "error:" in capsys.readouterr().err

@@ -168,10 +168,18 @@ def test_an_org_whose_gateway_rule_set_is_us_needs_address_and_contact(tmp_path)
 
 
 @pytest.mark.parametrize(("mapping", "problem"), [
-    ('{ de = "eu-de" }', "not a 2-letter country code"),
+    ('{ de = "eu-de" }', "not an ISO 3166-1 alpha-2 country code"),
     ('{ DE = "eu-germany" }', "is not one of"),
 ])
 def test_a_bad_rulesets_mapping_is_refused(tmp_path, mapping, problem):
     text = f'[[org]]\nid = "maple"\nrulesets = {mapping}\n'
     with pytest.raises(ConfigError, match=problem):
         config.parse(text, None, tmp_path)
+
+
+def test_a_rulesets_key_that_is_no_country_code_stops_start_up_naming_it(tmp_path):
+    text = '[[org]]\nid = "maple"\nrulesets = { default = "uk-pecr", UK = "uk-pecr-2026" }\n'
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, None, tmp_path)
+    assert "org[0].rulesets" in str(caught.value) and "'UK'" in str(caught.value)
+    assert "GB for the UK" in str(caught.value)

@@ -55,6 +55,14 @@ async def signed_up(http, gw, sink, **fields) -> str:
     return confirmation_link(messages[-1][2])
 
 
+async def test_a_sign_up_whose_region_is_no_country_code_is_refused_naming_region(
+        sqlite_gw, http, sink):
+    status, body = await subscribe(http, sqlite_gw, region="UK")
+    assert (status, body["error"]) == (422, "invalid")
+    assert "the United Kingdom is GB" in body["fields"]["region"]
+    assert sqlite_gw.rt.ledger.subscriptions_for(ADDRESS) == []
+
+
 async def test_a_sign_up_is_pending_and_its_confirmation_email_reaches_the_upstream(gw, http,
                                                                                     sink):
     status, body = await subscribe(http, gw)
