@@ -55,6 +55,10 @@ def cmd_run(args) -> int:
         s = settings
         print(f"consent gateway {s.gateway.mode} mode, rule set {s.gateway.ruleset}")
         print(f"  config:   {s.path or 'built-in defaults'}")
+        for org in s.orgs.values():  # these orgs choose per recipient (docs/rulesets.md)
+            if org.rulesets:
+                print(f"  org {org.id}: rule set per recipient: " + ", ".join(
+                    f"{key} -> {name}" for key, name in org.rulesets.items()))
         print(f"  data:     {s.gateway.data_dir}")
         print(f"  ledger:   {ledger_location(s)}")
         print(f"  loop:     {loop}")

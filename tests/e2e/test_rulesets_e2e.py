@@ -183,3 +183,20 @@ def test_a_rulesets_key_that_is_no_country_code_stops_start_up_naming_it(tmp_pat
         config.parse(text, None, tmp_path)
     assert "org[0].rulesets" in str(caught.value) and "'UK'" in str(caught.value)
     assert "GB for the UK" in str(caught.value)
+
+
+def test_gateway_run_names_each_org_that_chooses_its_rule_set_per_recipient(tmp_path):
+    from gwprocess import GatewayProcess
+
+    gw = GatewayProcess(tmp_path, upstream=f"maildir:{tmp_path / 'mail'}")
+    gw.config.write_text(gw.config.read_text().replace(
+        'name = "Acme Garden Ltd"\n',
+        'name = "Acme Garden Ltd"\nrulesets = { default = "uk-pecr", DE = "eu-de" }\n', 1))
+    gw.start()
+    try:
+        banner = gw.log_text()
+    finally:
+        assert gw.terminate() == 0
+    assert "enforce mode, rule set uk-pecr" in banner
+    assert "org acme: rule set per recipient: default -> uk-pecr, DE -> eu-de" in banner
+    assert "org owls:" not in banner  # it maps none: [gateway] ruleset for everyone
