@@ -117,6 +117,8 @@ def parse_evidence(
     if "channel" in out:
         region = regions.get(out.get("org") or "", "GB")
         check("address", lambda v: normalise(out["channel"], _text(v, required=True), region))
+    else:  # which kind of address it must be is unknown; a missing one is still named
+        check("address", lambda v: _text(v, required=True))
     if out.get("basis") == "soft_opt_in":
         if not out.get("categories") and "categories" not in errors:
             errors["categories"] = "required for a soft_opt_in: what was bought or asked about"

@@ -80,6 +80,8 @@ def parse_signup(fields: Mapping[str, Any], regions: Mapping[str, str]) -> SignU
     if "channel" in out:
         region = regions.get(out.get("org") or "", "GB")
         check("address", lambda v: normalise(out["channel"], _text(v, required=True), region))
+    else:  # which kind of address it must be is unknown; a missing one is still named
+        check("address", lambda v: _text(v, required=True))
     if errors:
         raise ValidationError(errors)
     return SignUp(**out)

@@ -63,6 +63,14 @@ async def test_a_sign_up_whose_region_is_no_country_code_is_refused_naming_regio
     assert sqlite_gw.rt.ledger.subscriptions_for(ADDRESS) == []
 
 
+async def test_an_empty_sign_up_names_every_missing_field_with_422(sqlite_gw, http):
+    async with http.post(f"{sqlite_gw.base_url}/api/v1/subscriptions", json={},
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+        body = await resp.json()
+        assert resp.status == 422
+    assert set(body["fields"]) == {"org", "channel", "address", "source", "wording"}
+
+
 async def test_a_sign_up_is_pending_and_its_confirmation_email_reaches_the_upstream(gw, http,
                                                                                     sink):
     status, body = await subscribe(http, gw)
