@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -56,6 +55,10 @@ def cmd_run(args) -> int:
         s = settings
         print(f"consent gateway {s.gateway.mode} mode, rule set {s.gateway.ruleset}")
         print(f"  config:   {s.path or 'built-in defaults'}")
+        for org in s.orgs.values():  # these orgs choose per recipient (docs/rulesets.md)
+            if org.rulesets:
+                print(f"  org {org.id}: rule set per recipient: " + ", ".join(
+                    f"{key} -> {name}" for key, name in org.rulesets.items()))
         print(f"  data:     {s.gateway.data_dir}")
         print(f"  ledger:   {ledger_location(s)}")
         print(f"  loop:     {loop}")
@@ -153,11 +156,13 @@ def cmd_check(args) -> int:
 def check_region_and_time(region: str | None, at: str | None):
     """`--region CC` and `--at TIME` of `gateway check`, validated."""
     from .evidence import parse_time
+    from .policy.regions import country_code
 
-    if region is not None and not re.fullmatch(r"[A-Za-z]{2}", region):
-        raise ValueError(f"--region {region!r} is not a 2-letter country code")
-    return (region.upper() if region else None,
-            parse_time(at) if at is not None else None)
+    try:
+        code = country_code(region) if region is not None else None
+    except ValueError as exc:
+        raise ValueError(f"--region {exc}") from None
+    return code, parse_time(at) if at is not None else None
 
 
 def _evidence_json(e) -> dict:

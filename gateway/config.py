@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .policy import NATURES, ORG_TYPES, PURPOSES, RULESETS, OrgPolicy
+from .policy.regions import COUNTRIES, country_code
 
 EXAMPLE_SECRETS = {"change-me", "change-me-too", "secret"}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -744,9 +745,10 @@ class _Reader:
             if not all(isinstance(g, list) and all(isinstance(c, str) for c in g)
                        for g in similar):
                 raise self.fail(f"{n}.similar", "expected a list of lists of category names")
-            region = self.get(s, n, "default_region", str, "GB").upper()
-            if not re.match(r"^[A-Z]{2}$", region):
-                raise self.fail(f"{n}.default_region", f"{region!r} is not a 2-letter region")
+            try:
+                region = country_code(self.get(s, n, "default_region", str, "GB"))
+            except ValueError as exc:
+                raise self.fail(f"{n}.default_region", str(exc)) from None
             name = self.get(s, n, "name", str, org_id)
             if _has_control(name):  # it goes into footers, headers and pages
                 raise self.fail(f"{n}.name", "must be one line of printable text (no line "
@@ -769,9 +771,9 @@ class _Reader:
         """`rulesets`, `postal_address`, `contact`, `brand` of one [[org]]."""
         mapping = self.get(s, n, "rulesets", dict, {})
         for key, value in mapping.items():
-            if not (key in ("EU", "default") or re.fullmatch(r"[A-Z]{2}", key)):
-                raise self.fail(f"{n}.rulesets", f"key {key!r} is not a 2-letter country "
-                                "code (upper case), EU or default")
+            if not (key in ("EU", "default") or key in COUNTRIES):
+                raise self.fail(f"{n}.rulesets", f"key {key!r} is not an ISO 3166-1 alpha-2 "
+                                "country code (upper case, GB for the UK), EU or default")
             if value not in RULESETS:
                 raise self.fail(f"{n}.rulesets", f"{key} = {value!r} is not one of "
                                 f"{', '.join(RULESETS)}")

@@ -135,11 +135,12 @@ class ConsentService:
     def ruleset_choice(self, org_id: str, channel: str, address: str, evidence,
                        now: datetime, region: str | None = None) -> RulesetChoice:
         """The rule set for this recipient (docs/rulesets.md): the org's `rulesets` by the
-        person's region, or `[gateway] ruleset` for an org that maps none."""
+        person's region, or `[gateway] ruleset` for an org that maps none (a region
+        given by `gateway check --region` is still named, though it changes nothing)."""
         fallback = self.settings.gateway.ruleset
         org = self.settings.orgs.get(org_id)
         if org is None or not org.rulesets:
-            return RulesetChoice(fallback)
+            return RulesetChoice(fallback, *((region.upper(), "given") if region else ()))
         return choose(org.rulesets, fallback, evidence=evidence, channel=channel,
                       address=address, default_region=org.default_region, now=now,
                       given=region)

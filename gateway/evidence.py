@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from .addresses import normalise
 from .errors import InvalidAddress, ValidationError
 from .policy import BASES, CHANNELS, COLLECTORS, CONTEXTS, Evidence
 from .policy.model import RELATIONSHIPS
+from .policy.regions import country_code
 
 FIELDS = ("org", "channel", "address", "basis", "obtained_at", "source", "categories",
           "context", "collected_by", "opt_out_offered", "named_orgs",
@@ -117,6 +117,8 @@ def parse_evidence(
     if "channel" in out:
         region = regions.get(out.get("org") or "", "GB")
         check("address", lambda v: normalise(out["channel"], _text(v, required=True), region))
+    else:  # which kind of address it must be is unknown; a missing one is still named
+        check("address", lambda v: _text(v, required=True))
     if out.get("basis") == "soft_opt_in":
         if not out.get("categories") and "categories" not in errors:
             errors["categories"] = "required for a soft_opt_in: what was bought or asked about"
@@ -133,9 +135,9 @@ def _region(value: Any) -> str | None:
     """An ISO 3166-1 alpha-2 country code (any case; stored upper case)."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{2}", value.strip()):
-        raise ValueError(f"{value!r} is not a 2-letter country code (ISO 3166-1 alpha-2)")
-    return value.strip().upper()
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (like DE)")
+    return country_code(value)
 
 
 def _org(value: Any, regions: Mapping[str, str]) -> str:

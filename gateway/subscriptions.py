@@ -20,7 +20,7 @@ from typing import Any
 
 from .addresses import normalise
 from .errors import InvalidAddress, TokenError, ValidationError
-from .evidence import _as_list, _choice, _org, _text
+from .evidence import _as_list, _choice, _org, _region, _text
 from .policy import CHANNELS, Evidence
 from .tokens import CONFIRM, make_token, token_id_of
 
@@ -80,17 +80,11 @@ def parse_signup(fields: Mapping[str, Any], regions: Mapping[str, str]) -> SignU
     if "channel" in out:
         region = regions.get(out.get("org") or "", "GB")
         check("address", lambda v: normalise(out["channel"], _text(v, required=True), region))
+    else:  # which kind of address it must be is unknown; a missing one is still named
+        check("address", lambda v: _text(v, required=True))
     if errors:
         raise ValidationError(errors)
     return SignUp(**out)
-
-
-def _region(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value.strip()) != 2 or not value.strip().isalpha():
-        raise ValueError("expected an ISO 3166-1 alpha-2 country code like DE")
-    return value.strip().upper()
 
 
 def iso(when: datetime) -> str:

@@ -195,6 +195,16 @@ def test_check_exits_1_and_says_block_when_nothing_is_recorded(cfg, ledger, caps
     assert capsys.readouterr().out.startswith("BLOCK no_consent")
 
 
+def test_check_with_a_region_for_an_org_that_maps_none_names_it_and_keeps_the_rule_set(
+        cfg, ledger, capsys):
+    assert gateway(cfg, "check", ADDRESS, "--org", "acme", "--region", "de") == 1
+    assert "rule set uk-pecr · region DE from given" in capsys.readouterr().out
+    assert gateway(cfg, "check", ADDRESS, "--org", "acme", "--region", "DE", "--json") == 1
+    result = json.loads(capsys.readouterr().out)
+    assert (result["ruleset"], result["region"], result["region_source"]) == (
+        "uk-pecr", "DE", "given")
+
+
 def test_check_json_reports_the_decision_and_the_evidence_relied_on(cfg, ledger, capsys):
     record_id = seed(ledger)
 
@@ -426,7 +436,8 @@ def test_check_explains_the_reason_code_in_one_line(world_cfg, ledger, capsys):
            "this org)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--region", "Canada"], ["--at", "tomorrow"]])
+@pytest.mark.parametrize("argv", [["--region", "Canada"], ["--region", "UK"],
+                                  ["--at", "tomorrow"]])
 def test_check_with_a_bad_region_or_time_is_a_usage_error(world_cfg, ledger, capsys, argv):
     assert gateway(world_cfg, "check", ADDRESS, "--org", "acme", *argv) == 2
     assert "error:" in capsys.readouterr().err

@@ -416,3 +416,13 @@ def test_decisions_retention_reads_as_seconds_and_zero_keeps_forever(tmp_path, r
     settings = config.parse(GOOD + f'\n[privacy]\ndecisions_retention = "{retention}"\n',
                             None, tmp_path)
     assert settings.privacy.decisions_retention == seconds
+
+
+@pytest.mark.parametrize(("value", "hint"), [("UK", "the United Kingdom is GB"),
+                                             ("XX", "ISO 3166-1 alpha-2")])
+def test_a_default_region_that_is_no_country_code_is_refused_naming_it(tmp_path, value, hint):
+    # else the org's people would be placed in no mapped region: its default rule set
+    text = edit('type = "commercial"\n', f'type = "commercial"\ndefault_region = "{value}"\n')
+    error, path = refused(tmp_path, text)
+    assert_names(error, path, "org[0].default_region", line_number(text, "default_region"))
+    assert hint in str(error)

@@ -11,21 +11,23 @@ def trail_csv(trail: dict) -> str:
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["time", "kind", "id", "org", "channel", "detail", "reason", "message_id",
-                "evidence_id"])
+                "evidence_id", "ruleset", "region", "region_source"])
     rows = []
     for e in trail["evidence"]:
         rows.append([e["obtained_at"], "evidence", e["id"], e["org"], e["channel"],
-                     f"{e['basis']} via {e['source']}", "", "", ""])
+                     f"{e['basis']} via {e['source']}", "", "", "", "", e.get("region") or "",
+                     ""])
     for o in trail["opt_outs"]:
         rows.append([o["at"], o["kind"], o["id"], o["org"], o["channel"],
                      f"{o['method']} {o['source']}".strip() + _scope(o), "",
-                     o["message_id"] or "", ""])
+                     o["message_id"] or "", "", "", "", ""])
     for d in trail["decisions"]:
         rows.append([d["at"], "decision", d["id"], d["org"], d["channel"], d["outcome"],
-                     d["reason"], d["message_id"] or "", d["evidence_id"] or ""])
+                     d["reason"], d["message_id"] or "", d["evidence_id"] or "",
+                     d.get("ruleset") or "", d.get("region") or "", d.get("region_source") or ""])
     for x in trail.get("erasures", ()):
         rows.append([x["at"], "erasure", x["id"], x["org"], x["channel"], x["source"], "", "",
-                     ""])
+                     "", "", "", ""])
     for row in sorted(rows, key=lambda r: r[0]):
         w.writerow(row)
     return out.getvalue()

@@ -16,6 +16,25 @@ EU_EEA = frozenset((
     "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
     "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO"))
 SOURCES = ("evidence", "number", "default", "given")
+#: Country codes a region may be: every region of the numbering plans (ISO 3166-1 alpha-2,
+#: with Kosovo's XK and the Ascension and Tristan da Cunha codes the plans use), and the
+#: assigned codes of places without their own numbering.
+COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS) | {
+    "AQ", "BV", "GS", "HM", "PN", "TF", "UM"}
+#: Codes people write that are no country: a region of neither decides the rule set.
+NOT_COUNTRIES = {"UK": "the United Kingdom is GB", "EU": "give the member state, like DE"}
+
+
+def country_code(value: str) -> str:
+    """`value` as an ISO 3166-1 alpha-2 country code (upper case); ValueError naming the
+    mistake, so that a typo never silently falls through to the org's default rule set."""
+    code = value.strip().upper()
+    if code in NOT_COUNTRIES:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code: "
+                         f"{NOT_COUNTRIES[code]}")
+    if code not in COUNTRIES:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (like DE)")
+    return code
 
 
 @dataclass(frozen=True)

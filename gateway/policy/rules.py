@@ -109,8 +109,11 @@ def opted_out_of_category(
     category lifts it. A message without a category is not in any left category."""
     if ctx.category is None:
         return None
-    outs = [o for o in optouts if o.kind == "optout" and ctx.category in o.categories
-            and covers(ctx, o.org, o.channel)]
+    # Case and spacing never let a message out of a category the person left (a header
+    # saying "Decking" is the same topic as "decking"); the lifting below stays exact.
+    category = ctx.category.strip().casefold()
+    outs = [o for o in optouts if o.kind == "optout" and covers(ctx, o.org, o.channel)
+            and category in (c.strip().casefold() for c in o.categories)]
     last_out = max(outs, key=lambda o: (o.at, o.id), default=None)
     if last_out is None:
         return None

@@ -40,9 +40,9 @@ def consent_unconfirmed(ctx: MessageContext, history: tuple[Evidence, ...]) -> D
     """eu-de step 3: a consent that would cover the message, never confirmed."""
     for record in history:
         if consent_covers(ctx, record) and not _confirmed(record):
-            return block(R.CONSENT_UNCONFIRMED,
-                         f"consent of {_day(record)} was never confirmed by double opt-in",
-                         record)
+            why = ("was never confirmed by double opt-in" if record.confirmed_at is None else
+                   "has a confirmation dated before it was obtained, which proves nothing")
+            return block(R.CONSENT_UNCONFIRMED, f"consent of {_day(record)} {why}", record)
     return None
 
 

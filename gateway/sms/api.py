@@ -74,11 +74,17 @@ def text_request(body: dict[str, Any]) -> TextRequest:
         category=body.get("category"), status_callback=body.get("status_callback"))
 
 
+def decision_answer(d) -> dict[str, Any]:
+    """A decision as the API shows it: with the rule set, region and its source."""
+    return {"allowed": d.allowed, "reason": d.reason, "explanation": d.explanation,
+            "outcome": d.outcome, "ruleset": d.ruleset, "region": d.region,
+            "region_source": d.region_source}
+
+
 def sent_answer(sent: SentText) -> dict[str, Any]:
-    d = sent.decision
     return {
         "status": "accepted",
-        "decision": {"allowed": d.allowed, "reason": d.reason, "explanation": d.explanation},
+        "decision": decision_answer(sent.decision),
         "to": sent.to, "from": sent.from_, "body": sent.body,
         "encoding": sent.segments.encoding, "segments": sent.segments.segments,
         "warnings": list(sent.warnings), "provider": sent.provider,
@@ -90,11 +96,9 @@ def sent_answer(sent: SentText) -> dict[str, Any]:
 def deferred_answer(exc: TextDeferred) -> dict[str, Any]:
     """Held for the recipient's quiet hours: when it will go (contract, "Rule sets per
     recipient")."""
-    d = exc.decision
     return {
         "status": "deferred", "send_at": exc.send_at.isoformat(),
-        "decision": {"allowed": d.allowed, "reason": d.reason, "explanation": d.explanation,
-                     "outcome": d.outcome, "ruleset": d.ruleset},
+        "decision": decision_answer(exc.decision),
         "to": exc.to, "from": exc.from_, "body": exc.body,
         "gateway_message_id": exc.message_id,
     }

@@ -152,6 +152,18 @@ SCHEMAS: dict[str, Any] = {
             "status_callback": {"type": "string", "format": "uri"},
         },
     },
+    "TextDecision": {
+        "type": "object",
+        "properties": {
+            "allowed": {"type": "boolean"}, "reason": {"type": "string"},
+            "explanation": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["allowed", "blocked", "defer"]},
+            "ruleset": {"type": "string"},
+            "region": {"type": "string", "description": "\"\" when the org maps no regions"},
+            "region_source": {"type": "string",
+                              "enum": ["", "evidence", "number", "default", "given"]},
+        },
+    },
     "DeferredText": {
         "type": "object",
         "required": ["status", "send_at", "decision", "to", "from", "body",
@@ -160,10 +172,7 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["deferred"]},
             "send_at": {"type": "string", "format": "date-time",
                         "description": "when it will be decided again and sent"},
-            "decision": {"type": "object", "properties": {
-                "allowed": {"type": "boolean"}, "reason": {"type": "string"},
-                "explanation": {"type": "string"}, "outcome": {"type": "string"},
-                "ruleset": {"type": "string"}}},
+            "decision": _ref("TextDecision"),
             "to": {"type": "string"}, "from": {"type": "string"},
             "body": {"type": "string", "description": "as given; brand and opt-out are "
                                                       "added when it is sent"},
@@ -175,9 +184,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["status", "decision", "to", "from", "body", "segments", "message_id"],
         "properties": {
             "status": {"type": "string", "enum": ["accepted"]},
-            "decision": {"type": "object", "properties": {
-                "allowed": {"type": "boolean"}, "reason": {"type": "string"},
-                "explanation": {"type": "string"}}},
+            "decision": _ref("TextDecision"),
             "to": {"type": "string"}, "from": {"type": "string"},
             "body": {"type": "string", "description": "the final text, opt-out included"},
             "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},

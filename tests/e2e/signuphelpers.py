@@ -29,10 +29,10 @@ async def signup_gateway(tmp_path: Path, sink=None, ledger_url: str = "",
                          **over) -> AsyncIterator[TestGateway]:
     if sink is not None:
         over["upstream"] = f"smtp://127.0.0.1:{sink.port}?tls=none"
-    names = over.pop("category_names", None)
+    org_keys = {key: over.pop(key) for key in ("category_names", "rulesets") if key in over}
     settings = make_settings(tmp_path, ledger_url=ledger_url, **over)
-    if names:  # as `category_names = {...}` in acme's [[org]] table
-        acme = dataclasses.replace(settings.orgs["acme"], category_names=names)
+    if org_keys:  # as `category_names = {...}` or `rulesets = {...}` in acme's [[org]] table
+        acme = dataclasses.replace(settings.orgs["acme"], **org_keys)
         settings = dataclasses.replace(settings, orgs={**settings.orgs, "acme": acme})
     running = await server.start(settings)
     try:

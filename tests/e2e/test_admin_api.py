@@ -165,7 +165,8 @@ async def test_a_record_with_missing_required_fields_names_them(api):
     status, body = await post(api, "/api/v1/consents", {})
 
     assert status == 422
-    assert {"org", "channel", "basis", "obtained_at"} <= set(body["fields"])
+    assert {"org", "channel", "address", "basis", "obtained_at", "source"} == set(body["fields"])
+    assert body["fields"]["address"] == "required"
 
 
 async def test_malformed_json_is_refused_with_400(api):

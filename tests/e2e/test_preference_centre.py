@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import aiosmtplib
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -71,6 +72,22 @@ async def test_leaving_a_category_blocks_it_and_still_allows_the_others(gw, http
     assert [reason(gw, c) for c in GARDEN] == ["opted_out"] * 3
     assert reason(gw, "decking") == "consent"
     assert reason(gw, "decking", "sms") == "no_consent"
+
+
+async def test_a_header_naming_a_left_category_in_other_case_is_still_blocked(sqlite_gw,
+                                                                              http):
+    gw = sqlite_gw
+    seed(gw.rt, address=ADDRESS, basis="consent")
+    await post(http, gw.link(gw.issue()), scope="category:decking")
+    port = gw.rt.settings.smtp.listen.port
+    for category in ("Decking", " FENCING "):
+        message = (f"From: news@acme.test\r\nTo: {ADDRESS}\r\nSubject: Deck oil\r\n"
+                   f"X-Gateway-Category: {category}\r\n\r\nHalf price.\r\n").encode()
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
+            await client.login("acme-news", "news-pass")
+            with pytest.raises(aiosmtplib.SMTPDataError, match="opted_out"):
+                await client.sendmail("news@acme.test", [ADDRESS], message)
+    assert reason(gw, "Lawnmowers") == "consent"  # the other groups still go
 
 
 async def test_a_soft_opt_in_for_another_category_still_allows(sqlite_gw, http):

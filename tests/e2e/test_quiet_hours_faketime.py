@@ -79,7 +79,10 @@ async def test_a_text_at_0759_in_new_york_waits_for_0800_and_an_opt_out_drops_an
                 answer = await resp.json()
                 assert resp.status == 202, answer
             assert (answer["status"], answer["send_at"]) == ("deferred", EIGHT_NY)
-            assert answer["decision"]["reason"] == "quiet_hours"
+            decision = answer["decision"]
+            assert (decision["reason"], decision["outcome"], decision["ruleset"],
+                    decision["region"], decision["region_source"]) == (
+                "quiet_hours", "defer", "us", "US", "number")
             async with session.post(
                     f"{gw.url}/2010-04-01/Accounts/acme-news/Messages.json",
                     auth=None, headers=basic("acme-news", "sk_news"),

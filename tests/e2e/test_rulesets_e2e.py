@@ -6,11 +6,14 @@ blocked."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import io
 import re
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import aiosmtplib
 import pytest
 from gwtest import SOFT_OPT_IN, make_settings, seed, wait_until_spool_is_empty
 from pagehelpers import basic_auth
@@ -86,6 +89,28 @@ async def test_each_decision_records_the_rule_set_and_region_it_used(tmp_path, s
         assert "commercial email may go until the person opts out" in row
 
 
+async def test_the_audit_trail_as_csv_names_each_decisions_rule_set_region_and_source(
+        tmp_path, sink):
+    settings = with_rulesets(settings_for(tmp_path, sink), {"default": "uk-pecr", "DE": "eu-de"})
+    async with await server.start(settings) as gw:
+        seed(gw.runtime, address="dora@example.com", basis="consent", region="DE",
+             source="newsletter form, Berlin shop")  # never confirmed: eu-de blocks
+        with pytest.raises(aiosmtplib.SMTPDataError, match="consent_unconfirmed"):
+            await send(gw, ["dora@example.com"])
+        http = gw.runtime.settings.http
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{http.public_url}/api/v1/contacts/email/dora@example.com",
+                params={"org": "acme", "format": "csv"},
+                headers={"Authorization": f"Bearer {http.admin_token}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    [evidence] = [r for r in rows if r["kind"] == "evidence"]
+    assert evidence["region"] == "DE"
+    [decision] = [r for r in rows if r["kind"] == "decision"]
+    assert (decision["reason"], decision["ruleset"], decision["region"],
+            decision["region_source"]) == ("consent_unconfirmed", "eu-de", "DE", "evidence")
+
+
 async def test_a_copy_waiting_in_the_spool_past_the_end_of_implied_consent_is_blocked(
         tmp_path, sink):
     """Accepted on a sale 730 days old less a few seconds (CASL: implied consent); the
@@ -143,10 +168,35 @@ def test_an_org_whose_gateway_rule_set_is_us_needs_address_and_contact(tmp_path)
 
 
 @pytest.mark.parametrize(("mapping", "problem"), [
-    ('{ de = "eu-de" }', "not a 2-letter country code"),
+    ('{ de = "eu-de" }', "not an ISO 3166-1 alpha-2 country code"),
     ('{ DE = "eu-germany" }', "is not one of"),
 ])
 def test_a_bad_rulesets_mapping_is_refused(tmp_path, mapping, problem):
     text = f'[[org]]\nid = "maple"\nrulesets = {mapping}\n'
     with pytest.raises(ConfigError, match=problem):
         config.parse(text, None, tmp_path)
+
+
+def test_a_rulesets_key_that_is_no_country_code_stops_start_up_naming_it(tmp_path):
+    text = '[[org]]\nid = "maple"\nrulesets = { default = "uk-pecr", UK = "uk-pecr-2026" }\n'
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, None, tmp_path)
+    assert "org[0].rulesets" in str(caught.value) and "'UK'" in str(caught.value)
+    assert "GB for the UK" in str(caught.value)
+
+
+def test_gateway_run_names_each_org_that_chooses_its_rule_set_per_recipient(tmp_path):
+    from gwprocess import GatewayProcess
+
+    gw = GatewayProcess(tmp_path, upstream=f"maildir:{tmp_path / 'mail'}")
+    gw.config.write_text(gw.config.read_text().replace(
+        'name = "Acme Garden Ltd"\n',
+        'name = "Acme Garden Ltd"\nrulesets = { default = "uk-pecr", DE = "eu-de" }\n', 1))
+    gw.start()
+    try:
+        banner = gw.log_text()
+    finally:
+        assert gw.terminate() == 0
+    assert "enforce mode, rule set uk-pecr" in banner
+    assert "org acme: rule set per recipient: default -> uk-pecr, DE -> eu-de" in banner
+    assert "org owls:" not in banner  # it maps none: [gateway] ruleset for everyone

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import aiosmtplib
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,6 +53,22 @@ async def signed_up(http, gw, sink, **fields) -> str:
     assert status == 202 and body["confirmation_sent"] is True
     messages = await sink.wait_for(1)
     return confirmation_link(messages[-1][2])
+
+
+async def test_a_sign_up_whose_region_is_no_country_code_is_refused_naming_region(
+        sqlite_gw, http, sink):
+    status, body = await subscribe(http, sqlite_gw, region="UK")
+    assert (status, body["error"]) == (422, "invalid")
+    assert "the United Kingdom is GB" in body["fields"]["region"]
+    assert sqlite_gw.rt.ledger.subscriptions_for(ADDRESS) == []
+
+
+async def test_an_empty_sign_up_names_every_missing_field_with_422(sqlite_gw, http):
+    async with http.post(f"{sqlite_gw.base_url}/api/v1/subscriptions", json={},
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+        body = await resp.json()
+        assert resp.status == 422
+    assert set(body["fields"]) == {"org", "channel", "address", "source", "wording"}
 
 
 async def test_a_sign_up_is_pending_and_its_confirmation_email_reaches_the_upstream(gw, http,
@@ -254,3 +271,50 @@ async def test_many_bad_confirmation_links_from_one_client_are_refused_for_a_whi
         assert resp.status == 429
     async with http.get(link) as resp:  # a well-signed link still works
         assert resp.status == 200
+
+
+MARKETING = (f"From: news@acme.test\r\nTo: {ADDRESS}\r\nSubject: Spring offers\r\n"
+             "Message-ID: <spring-offers@acme.test>\r\n\r\nNew hedge trimmers.\r\n").encode()
+
+
+async def send_marketing(gw) -> tuple[int, str]:
+    """The same marketing email, by SMTP as acme's mailer sends it; the gateway's answer
+    (a block comes at RCPT or at the end of DATA, as the contract allows either)."""
+    port = gw.rt.settings.smtp.listen.port
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
+        await client.login("acme-news", "news-pass")
+        try:
+            await client.sendmail("news@acme.test", [ADDRESS], MARKETING)
+        except aiosmtplib.SMTPRecipientsRefused as refused:
+            [answer] = refused.recipients
+            return answer.code, answer.message
+        except aiosmtplib.SMTPResponseException as refused:
+            return refused.code, refused.message
+        return 250, "accepted"
+
+
+async def test_under_eu_de_a_consent_counts_only_after_its_double_opt_in_confirmation(
+        tmp_path, sink, http, ledger_url):
+    async with signup_gateway(tmp_path, sink, ledger_url,
+                              rulesets={"default": "eu-de"}) as gw:
+        async with http.post(f"{gw.base_url}/api/v1/consents", json={
+                "org": "acme", "channel": "email", "address": ADDRESS, "basis": "consent",
+                "obtained_at": datetime.now(UTC).isoformat(), "source": "ticked a box"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            assert resp.status == 201, await resp.text()
+        code, text = await send_marketing(gw)
+        assert code == 550 and "consent_unconfirmed" in text
+        [blocked] = gw.rt.ledger.decisions_for(ADDRESS)
+        assert (blocked["reason"], blocked["ruleset"], blocked["region_source"]) == (
+            "consent_unconfirmed", "eu-de", "default")
+
+        link = await signed_up(http, gw, sink)
+        async with http.post(link) as resp:
+            assert resp.status == 200 and "You are subscribed" in await resp.text()
+        assert await send_marketing(gw) == (250, "accepted")
+        await wait_until_spool_is_empty(gw.running)
+        [(_, rcpts, raw)] = [m for m in sink.messages if b"Spring offers" in m[2]]
+        assert rcpts == [ADDRESS] and "List-Unsubscribe" in parsed(raw)
+        allowed = gw.rt.ledger.decisions_for(ADDRESS)[0]  # newest first
+        assert (allowed["reason"], allowed["ruleset"], allowed["outcome"]) == (
+            "consent", "eu-de", "allowed")

@@ -69,7 +69,9 @@ def test_every_decision_records_its_rule_set_region_and_where_the_region_came_fr
 
 
 @pytest.mark.parametrize(("field", "value", "problem"), [
-    ("region", "Canada", "2-letter country code"),
+    ("region", "Canada", "ISO 3166-1 alpha-2 country code"),
+    ("region", "UK", "the United Kingdom is GB"),  # else the org's default rule set decides
+    ("region", "XX", "ISO 3166-1 alpha-2 country code"),
     ("relationship", "lifelong", "not one of one_off, ongoing"),
     ("written", "maybe", "true or false"),
     ("confirmed_at", "2026-01-10", "no time zone"),

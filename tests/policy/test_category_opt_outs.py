@@ -106,3 +106,9 @@ def test_service_messages_still_pass():
     d = decide(MessageContext(org=ACME, channel="email", purpose="service",
                               category="lawnmowers", now=NOW), [], [left()])
     assert d.reason == reasons.SERVICE_MESSAGE
+
+
+def test_a_left_category_written_in_other_case_or_with_spaces_is_still_left():
+    for category in ("Decking", " FENCING "):
+        decision = decide(msg(category), [consent()], [left(("decking", "fencing"))])
+        assert decision.reason == reasons.OPTED_OUT

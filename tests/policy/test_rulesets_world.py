@@ -331,3 +331,10 @@ def test_a_deferred_text_says_when_it_will_be_sent() -> None:
     decision = decide(late, [consent(channel="sms", **WRITTEN)], ruleset="us")
     assert decision.send_at == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)  # 08:00 in New York
     assert not decision.allowed
+
+
+def test_an_eu_de_block_says_whether_the_consent_was_never_confirmed_or_confirmed_too_early():
+    never = decide(msg(), [consent()], (), "eu-de")
+    early = decide(msg(), [consent(confirmed_at=ago(31))], (), "eu-de")
+    assert "never confirmed by double opt-in" in never.explanation
+    assert "confirmation dated before it was obtained" in early.explanation

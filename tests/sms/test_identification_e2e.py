@@ -34,6 +34,15 @@ async def test_a_canadian_text_starts_with_the_brand_and_ends_with_the_stop_text
         "ca-casl", "CA", "number")
 
 
+async def test_the_api_answer_names_the_rule_set_the_region_and_where_it_came_from(
+        gw, provider):
+    status, answer = await gw.send_json({"to": TORONTO, "body": "Spring sale"})
+    assert status == 202, answer
+    decision = answer["decision"]
+    assert (decision["outcome"], decision["ruleset"], decision["region"],
+            decision["region_source"]) == ("allowed", "ca-casl", "CA", "number")
+
+
 async def test_a_text_that_names_the_brand_is_not_prefixed_again(gw, provider):
     status, answer = await gw.send_json({"to": TORONTO, "body": "ACME spring sale"})
     assert status == 202, answer

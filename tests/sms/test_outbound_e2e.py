@@ -121,8 +121,9 @@ async def test_json_api_answers_202_with_decision_final_body_and_provider_id(gw,
     status, answer = await gw.send_json({"to": "07400 123456", "body": "Spring sale"})
     assert status == 202
     assert answer["status"] == "accepted"
-    assert answer["decision"] == {"allowed": True, "reason": "consent",
-                                  "explanation": answer["decision"]["explanation"]}
+    assert answer["decision"] == {"allowed": True, "reason": "consent", "outcome": "allowed",
+                                  "explanation": answer["decision"]["explanation"],
+                                  "ruleset": "uk-pecr", "region": "", "region_source": ""}
     assert (answer["to"], answer["from"]) == (PERSON, ACME_NUMBER)
     assert answer["body"] == f"Spring sale\n{STOP}"
     assert (answer["encoding"], answer["segments"], answer["warnings"]) == ("GSM-7", 1, [])
