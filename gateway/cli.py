@@ -275,6 +275,7 @@ def cmd_ledger_copy(args) -> int:
     from tqdm import tqdm
 
     from .ledger.postgres import PostgresLedger, redact
+    from .ledger.queries import TABLES
     from .ledger.store import Ledger
     from .ledger.transfer import copy_ledger, count
 
@@ -290,7 +291,7 @@ def cmd_ledger_copy(args) -> int:
         return EXIT_USAGE
     target = PostgresLedger(args.to, upgrade=True)
     try:
-        total = sum(count(source, t) for t in ("evidence", "optouts", "decisions", "tokens"))
+        total = sum(count(source, t) for t in TABLES)
         with tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr) as bar:
             copied = copy_ledger(source, target, lambda table, n: bar.update(n))
     finally:
