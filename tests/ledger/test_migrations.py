@@ -310,3 +310,17 @@ def test_ledger_copy_refuses_a_target_that_holds_records(tmp_path, pg_url, capsy
         assert target.evidence_for(PERSON) == ()
     finally:
         target.close()
+
+
+def test_gateway_run_on_an_unreachable_ledger_stops_with_one_line_saying_why(
+        tmp_path, capsys):
+    from gwtest import free_port
+
+    url = f"postgresql://gateway:pw-never-shown@127.0.0.1:{free_port()}/consent"
+
+    assert main(["run", "--config", str(write_config(tmp_path, url))]) == 2
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot connect to the ledger" in err[0]
+    assert "Connection refused" in err[0] and "[ledger] url" in err[0]
+    assert "pw-never-shown" not in err[0]
