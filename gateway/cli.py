@@ -292,8 +292,17 @@ def cmd_ledger_copy(args) -> int:
     target = PostgresLedger(args.to, upgrade=True)
     try:
         total = sum(count(source, t) for t in TABLES)
-        with tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr) as bar:
-            copied = copy_ledger(source, target, lambda table, n: bar.update(n))
+        bars: list = []  # shown once copying starts (a refused target shows none)
+
+        def progress(table: str, n: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr))
+            bars[0].update(n)
+        try:
+            copied = copy_ledger(source, target, progress)
+        finally:
+            for bar in bars:
+                bar.close()
     finally:
         source.close()
         target.close()
