@@ -280,6 +280,7 @@ def cmd_ledger_copy(args) -> int:
     from tqdm import tqdm
 
     from .ledger.postgres import PostgresLedger, redact
+    from .ledger.queries import TABLES
     from .ledger.store import Ledger
     from .ledger.transfer import copy_ledger, count
 
@@ -295,9 +296,18 @@ def cmd_ledger_copy(args) -> int:
         return EXIT_USAGE
     target = PostgresLedger(args.to, upgrade=True)
     try:
-        total = sum(count(source, t) for t in ("evidence", "optouts", "decisions", "tokens"))
-        with tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr) as bar:
-            copied = copy_ledger(source, target, lambda table, n: bar.update(n))
+        total = sum(count(source, t) for t in TABLES)
+        bars: list = []  # shown once copying starts (a refused target shows none)
+
+        def progress(table: str, n: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr))
+            bars[0].update(n)
+        try:
+            copied = copy_ledger(source, target, progress)
+        finally:
+            for bar in bars:
+                bar.close()
     finally:
         source.close()
         target.close()

@@ -38,6 +38,10 @@ upstream = "maildir:{data}/outbox"
 outbox = "{data}/sms-outbox.jsonl"
 [sms.twilio]
 auth_token = "demo-twilio-token"
+[esp.postmark]
+username = "demo-postmark"
+password = "demo-postmark-password"
+org = "acme"
 
 [[org]]
 id = "acme"
@@ -46,6 +50,7 @@ type = "commercial"
 similar = [["lawnmowers", "hedge-trimmers", "garden-tools"], ["decking", "fencing"]]
 soft_opt_in_max_age_days = 730
 indirect_consent_max_age_days = 180
+category_names = {{ lawnmowers = "Garden machinery", decking = "Decking and fencing" }}
 
 [[org]]
 id = "owls"
@@ -60,6 +65,14 @@ smtp_username = "acme-news"
 smtp_password = "demo-pass"
 api_key = "sk_demo_acme"
 sms_from = ["+447400123000"]
+
+[[stream]]
+id = "acme-decking"
+org = "acme"
+category = "decking"
+smtp_username = "acme-decking"
+smtp_password = "demo-pass"
+api_key = "sk_demo_decking"
 
 [[stream]]
 id = "acme-receipts"
@@ -110,6 +123,9 @@ PEOPLE = [
      "hedge trimmers offer", "soft_opt_in_not_similar"),
     ("long.ago@example.com", "acme", "email", dict(SALE, obtained_at="2020-05-01T00:00:00Z"),
      "hedge trimmers offer", "soft_opt_in_expired"),
+    ("two.topics@example.com", "acme", "email",
+     {"basis": "consent", "source": "signup form", "categories": ["garden-tools", "decking"]},
+     "hedge trimmers offer", "consent"),
     ("stranger@example.com", "acme", "email", None, "hedge trimmers offer", "no_consent"),
     ("stranger@example.com", "acme", "email", None, "password reset (service)",
      "service_message"),
@@ -175,12 +191,56 @@ async def tour(data: Path, ledger_url: str = "") -> tuple[list[tuple], tuple]:
                              f"HTTP {resp.status}", "recorded"))
             rows.append(await send_email(settings, "newsletter@example.com", "acme",
                                          "hedge trimmers offer, again"))
+            rows += await consent_acts(settings, http, data / "outbox")
         world = judge_everywhere(rt)  # the second act (demo_world.py)
     return rows, world
 
 
-async def send_email(settings, who: str, org: str, what: str) -> tuple:
-    user = {"acme": "acme-news", "owls": "owls-appeal"}[org]
+async def consent_acts(settings, http: aiohttp.ClientSession, outbox: Path) -> list[tuple]:
+    """The acts of consent captured and withdrawn elsewhere: a double opt-in confirmed by
+    its link, one topic left in the preference centre, an unsubscribe at the ESP."""
+    base, rows = settings.http.public_url, []
+    async with http.post(f"{base}/api/v1/subscriptions", headers={
+            "Authorization": f"Bearer {settings.http.admin_token}"}, json={
+            "org": "acme", "channel": "email", "address": "signup@example.com",
+            "source": "https://acme.example/newsletter (form v3)",
+            "wording": "Yes, send me Acme's garden offers by email"}) as resp:
+        rows.append(("email", "signup@example.com", "signs up (double opt-in)",
+                     f"HTTP {resp.status}", (await resp.json())["status"]))
+    rows.append(await send_email(settings, "signup@example.com", "acme",
+                                 "hedge trimmers offer (pending)"))
+    async with http.post(link_in_outbox(outbox, "signup@example.com", r"http\S+/c/\w+")
+                         ) as resp:  # the page's one button
+        rows.append(("email", "signup@example.com", "confirms by the link",
+                     f"HTTP {resp.status}", "recorded"))
+    rows.append(await send_email(settings, "signup@example.com", "acme",
+                                 "hedge trimmers offer, again"))
+    # The preference centre: one topic left, the other still agreed to.
+    link = unsubscribe_link(outbox, "two.topics@example.com")
+    async with http.post(link, data={"scope": "category:lawnmowers"}) as resp:
+        rows.append(("email", "two.topics@example.com", "leaves Garden machinery",
+                     f"HTTP {resp.status}", "recorded"))
+    rows.append(await send_email(settings, "two.topics@example.com", "acme",
+                                 "hedge trimmers offer, again"))
+    rows.append(await send_email(settings, "two.topics@example.com", "acme", "decking offer",
+                                 user="acme-decking"))
+    # Unsubscribed in the ESP's own link (Postmark's webhook, matched by recipient and org).
+    async with http.post(f"{base}/hooks/postmark", auth=aiohttp.BasicAuth(
+            "demo-postmark", "demo-postmark-password"), json={
+            "RecordType": "SubscriptionChange", "MessageID": "pm-demo-1",
+            "Recipient": "buyer@bigcorp.example", "SuppressSending": True,
+            "SuppressionReason": "ManualSuppression",
+            "ChangedAt": "2026-03-02T10:00:00Z"}) as resp:
+        counts = await resp.json()
+        rows.append(("email", "buyer@bigcorp.example", "unsubscribes at the ESP",
+                     f"HTTP {resp.status}", "recorded" if counts.get("recorded") else counts))
+    rows.append(await send_email(settings, "buyer@bigcorp.example", "acme",
+                                 "hedge trimmers offer, again"))
+    return rows
+
+
+async def send_email(settings, who: str, org: str, what: str, user: str = "") -> tuple:
+    user = user or {"acme": "acme-news", "owls": "owls-appeal"}[org]
     if "service" in what:
         user = "acme-receipts"
     msg = (f"From: {org}@demo.test\r\nTo: {who}\r\nSubject: {what}\r\n"
@@ -217,15 +277,25 @@ async def send_text(http: aiohttp.ClientSession, base: str, to: str, what: str) 
 
 
 def unsubscribe_link(outbox: Path, rcpt: str) -> str:
-    for _ in range(100):
+    return link_in_outbox(outbox, rcpt, r"http[^>]+/u/\w+", header="List-Unsubscribe")
+
+
+def link_in_outbox(outbox: Path, rcpt: str, pattern: str, header: str = "") -> str:
+    """The first link matching `pattern` in a copy delivered to `rcpt` (in `header`, else
+    in the text body), waiting a little for the delivery."""
+    import time
+
+    for _ in range(200):
         for path in sorted((outbox / "new").glob("*")):
             msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            if msg["Delivered-To"] == rcpt and msg["List-Unsubscribe"]:
-                return re.findall(r"<(http[^>]+)>", msg["List-Unsubscribe"])[0]
-        import time
-
+            if msg["Delivered-To"] != rcpt:
+                continue
+            body = msg.get_body(("plain",))
+            text = str(msg[header] or "") if header else (body.get_content() if body else "")
+            if found := re.findall(pattern, text):
+                return found[0]
         time.sleep(0.05)
-    raise RuntimeError(f"no delivered copy for {rcpt}")
+    raise RuntimeError(f"no delivered copy for {rcpt} holds {pattern}")
 
 
 def run_demo(args) -> int:

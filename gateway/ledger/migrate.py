@@ -6,7 +6,7 @@ backend.
 - An empty database gets every migration (what `gateway run` does on first start).
 - `gateway migrate` applies what is missing and says what it applied.
 - A database at another version than the code's stops `gateway run` (`SchemaMismatch`),
-  naming `gateway migrate` (older) or the newer code (newer).
+  naming `gateway migrate` (older: run it; newer: it cannot downgrade, upgrade the code).
 - A ledger made by 0.2 (tables, no `schema_migrations`) counts as version 1.
 
 Each backend runs `apply` inside one transaction holding its write lock (SQLite `BEGIN
@@ -104,7 +104,8 @@ def mismatch(current: int, where: str) -> SchemaMismatch | None:
     if current > latest:
         return SchemaMismatch(
             f"the ledger at {where} has schema version {current}, newer than this gateway's "
-            f"{latest}: upgrade this gateway (or use the version that migrated it)")
+            f"{latest}: upgrade this gateway (or use the version that migrated it); `gateway "
+            f"migrate` never downgrades a schema")
     return None
 
 

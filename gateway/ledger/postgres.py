@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
@@ -66,6 +67,16 @@ def redact(url: str) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
+def _connect_error(url: str) -> str:
+    """Why one connection to `url` fails now: libpq's first line (it never holds the
+    password)."""
+    try:
+        psycopg.connect(url, **CONNECTION_KWARGS).close()
+    except psycopg.Error as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return "no connection within 15 s"
+
+
 CONNECTION_KWARGS = {
     "autocommit": True, "connect_timeout": 3, "application_name": "consent-gateway",
     # A server that vanishes from the network: give up on a query after 5 s
@@ -95,11 +106,18 @@ class PostgresLedger(LedgerQueries):
             url, min_size=2, max_size=pool_size, open=False, timeout=CHECKOUT_SECONDS,
             check=psycopg_pool.ConnectionPool.check_connection, kwargs=CONNECTION_KWARGS,
             name="ledger")
+        pool_log = logging.getLogger("psycopg.pool")
+        level = pool_log.level
+        pool_log.setLevel(logging.CRITICAL)  # each failed try: the reason is said once, below
         try:
             self.pool.open(wait=True, timeout=15)
         except psycopg_pool.PoolTimeout as exc:
             self.pool.close()
-            raise StoreUnavailable(f"cannot connect to the ledger at {self.where}") from exc
+            raise StoreUnavailable(
+                f"cannot connect to the ledger at {self.where}: {_connect_error(url)}; check "
+                "[ledger] url and that PostgreSQL is running and reachable") from exc
+        finally:
+            pool_log.setLevel(level)
         try:
             self.applied = self._schema(upgrade)
         except BaseException:

@@ -15,7 +15,8 @@ from ..policy.reasons import ERASED
 from .privacy import PrivacyQueries
 
 TABLES = ("evidence", "optouts", "decisions", "tokens",  # what the ledger holds, in copy order
-          "optout_events", "suppressions", "suppression_key", "subscriptions")
+          "optout_events", "webhook_nonces", "suppressions", "suppression_key",
+          "subscriptions")
 GATEWAY_COLUMNS = ("id", "host", "smtp_listen", "http_listen", "data_dir", "version",
                    "started_at", "heartbeat_at", "spool_depth", "oldest_queued_at", "health")
 GATEWAY_UPSERT = (

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,17 +230,22 @@ class Spool:
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> list[int]:
-            ids = next_ids(conn, "spool", len(copies)) if copies else range(0)
-            insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, mail_from, "
-                        "rcpt, data, address, purpose, nature, category, incarnation, "
-                        "optouts_seen, created_at, next_attempt_at) VALUES ",
-                        [(i, *c.values(), now, now) for i, c in zip(ids, copies)])
+            ids = self._insert(conn, copies, now)
             if finishes:
                 self._finish_rows(conn, finishes, now)
-            return list(ids)
+            return ids
 
         ids = self._tx(write, [f.spool_id for f in finishes])
         return [QueuedCopy(i, c, now, 0) for i, c in zip(ids, copies)]
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, copies: Sequence[Copy], now: float) -> list[int]:
+        ids = next_ids(conn, "spool", len(copies)) if copies else range(0)
+        insert_rows(conn, "INSERT INTO spool (id, kind, message_id, stream, org, mail_from, "
+                    "rcpt, data, address, purpose, nature, category, incarnation, "
+                    "optouts_seen, created_at, next_attempt_at) VALUES ",
+                    [(i, *c.values(), now, now) for i, c in zip(ids, copies)])
+        return list(ids)
 
     @staticmethod
     def _finish_rows(conn: sqlite3.Connection, finishes: Sequence[Finish], now: float) -> None:
@@ -261,21 +266,31 @@ class Spool:
         insert_rows(conn, "INSERT INTO delivery_log (spool_id, at, result, detail) VALUES ",
                     [(f.spool_id, now, f.result, f.detail) for f in finishes])
 
-    def erase(self, address: str) -> int:
-        """Delete every copy to `address` (normalised; waiting or finished) and its
-        delivery log, then truncate the WAL: an erasure. How many copies were waiting."""
+    def erase(self, address: str, org: str = "*",
+              notice: Callable[[Copy], Copy | None] = lambda copy: None) -> int:
+        """Delete every copy to `address` (normalised; waiting or finished) of `org`'s (or
+        every org's, "*") and its delivery log, then truncate the WAL: an erasure. A waiting
+        copy was accepted with a 250, so its sender is told: `notice` makes that DSN,
+        spooled in the same transaction. How many copies were waiting."""
+        scope, params = ("", [address, address]) if org == "*" else (
+            " AND org = ?", [address, address, org])
+
         def delete(conn: sqlite3.Connection) -> int:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM spool WHERE address = ? OR lower(rcpt) = ?",
-                (address, address)).fetchall()]
-            if not ids:
+            rows = conn.execute("SELECT id, status FROM spool WHERE (address = ? OR "  # noqa: S608
+                                f"lower(rcpt) = ?){scope}", params).fetchall()
+            if not rows:
                 return 0
+            ids = [r[0] for r in rows]
+            waiting = [r[0] for r in rows if r[1] == "queued"]
+            marks = ",".join("?" * len(waiting))
+            notices = [n for r in conn.execute(
+                f"SELECT {COPY_COLUMNS} FROM spool WHERE id IN ({marks})",  # noqa: S608
+                waiting).fetchall() if (n := notice(_row_to_copy(r).copy))] if waiting else []
             marks = ",".join("?" * len(ids))
-            waiting = conn.execute(f"SELECT COUNT(*) FROM spool WHERE id IN ({marks}) "  # noqa: S608
-                                   "AND status = 'queued'", ids).fetchone()[0]
             conn.execute(f"DELETE FROM delivery_log WHERE spool_id IN ({marks})", ids)  # noqa: S608
             conn.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)  # noqa: S608
-            return waiting
+            self._insert(conn, notices, time.time())
+            return len(waiting)
 
         waiting = self._tx(delete)
         with self._lock, contextlib.suppress(sqlite3.Error):

@@ -206,6 +206,8 @@ class Delivery:
                             decision: Decision) -> None:
         """The copy now blocks: never delivered. The new decision is recorded and the
         envelope sender gets one DSN naming the recipient and the reason."""
+        if await self._erased(item):
+            return
         c = item.copy
         detail = f"blocked before delivery: {decision.reason}"
         bounce = []
@@ -236,8 +238,18 @@ class Delivery:
         event(log, "deferred", logging.WARNING, spool_id=item.id, attempts=item.attempts + 1,
               retry_in=round(at - time.time(), 1), error=detail)
 
+    async def _erased(self, item: QueuedCopy) -> bool:
+        """The copy was erased during its attempt: the erasure told its sender already
+        (and no row is left to finish)."""
+        if await asyncio.to_thread(self.spool.status_of, item.id) is not None:
+            return False
+        self.spool.release([item.id])
+        return True
+
     async def _bounce(self, item: QueuedCopy, detail: str, status: str) -> None:
         """Tell the envelope sender; never bounce a bounce (null sender)."""
+        if await self._erased(item):
+            return
         c = item.copy
         if not c.mail_from or c.kind in ("dsn", "bounce"):
             await self.rt.writer.write(Writes(spool=self.spool,

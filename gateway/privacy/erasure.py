@@ -8,10 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from ..addresses import mask, normalise
 from ..errors import InvalidAddress, ValidationError
+from ..ledger.spool import Copy
 from ..logs import event
+from ..mail.dsn import Failure, build_dsn
 from ..policy import ALL_ORGS, CHANNELS
 
 log = logging.getLogger("gateway.privacy")
@@ -73,6 +76,16 @@ def _names(text: str, *addresses: str) -> bool:
     return False
 
 
+def _erased_notice(hostname: str, copy: Copy) -> Copy | None:
+    """The DSN telling a waiting marketing copy's sender it goes nowhere: erased."""
+    if copy.kind != "copy" or not copy.mail_from:
+        return None
+    dsn = build_dsn(hostname=hostname, to=copy.mail_from, original=copy.data, failures=[
+        Failure(copy.rcpt, "5.7.1", "smtp; 550 5.7.1 blocked before delivery: erased",
+                "erased")])
+    return Copy("dsn", "", copy.mail_from, dsn, copy.message_id, copy.stream, copy.org)
+
+
 class Erasures:
     """Erases people: the ledger (one transaction), then the opt-outs kept in data_dir
     during a ledger outage, the local spools, then the deferred texts. `spools` gives the
@@ -88,6 +101,7 @@ class Erasures:
         # The opt-outs kept in data_dir during a ledger outage (gateway/ledger/pending.py);
         # those another gateway keeps are dropped when it replays them (gateway/optouts.py).
         self.pending = pending
+        self._notice = partial(_erased_notice, consent.settings.smtp.hostname)
 
     def erase(self, request: ErasureRequest) -> dict:
         """Erase (blocking: call it in a thread); the answer, with counts of what went."""
@@ -99,8 +113,8 @@ class Erasures:
         if kept is not None:  # the person's opt-outs not yet written count as opt-outs
             removed["opt_outs"] = removed.get("opt_outs", 0) + kept.erase(
                 request.channel, request.address, request.org)
-        removed["copies"] = sum(spool.erase(request.address) for spool in self.spools()
-                                ) if request.channel == "email" else 0
+        removed["copies"] = sum(spool.erase(request.address, request.org, self._notice)
+                                for spool in self.spools()) if request.channel == "email" else 0
         held = self.texts() if request.channel == "sms" else None
         removed["deferred_texts"] = held.erase_texts(
             request.address, None if request.org == ALL_ORGS else request.org) if held else 0

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..addresses import guess_channel, mask, normalise
 from ..cluster import cluster_view
-from ..errors import InvalidAddress
+from ..errors import InvalidAddress, StoreUnavailable
 from ..ledger import now_iso
 from ..logs import event, scrub
 from ..policy import ALL_CHANNELS, CHANNELS, get_ruleset, reasons
@@ -333,17 +333,42 @@ def page_context(data: dict, typed_address: str | None) -> dict:
     }
 
 
+LEDGER_AWAY = ("The ledger cannot be reached just now, so decisions, opt-outs and the other "
+               "gateways cannot be shown; until it is back this gateway answers SMTP 451 and "
+               "its APIs 503, and keeps people's opt-outs in its data_dir")
+
+
+async def without_ledger(request: web.Request, exc: StoreUnavailable) -> dict:
+    """What the status can still say while the ledger cannot be read: that it cannot, and
+    this gateway's own parts (its spool among them)."""
+    rt = runtime(request)
+    event(log, "status_without_ledger", logging.WARNING, error=repr(exc)[:300])
+    states = await provider_states(rt)
+    return {"generated_at": now_iso(), "mode": rt.settings.gateway.mode,
+            "error": "ledger_unavailable", "detail": LEDGER_AWAY, "failing": ["ledger"],
+            "spool": spool_view(states.pop("spool", None)), "components": states}
+
+
 @routes.get("/status")
 async def status_page(request: web.Request) -> web.Response:
     require_status_login(request)
-    data = await snapshot(request)
+    try:
+        data = await snapshot(request)
+    except StoreUnavailable as exc:
+        away = await without_ledger(request, exc)
+        return page("status_unavailable.html.j2", status=503, data=away,
+                    spool_age=age_text(away["spool"].get("oldest_age_seconds")))
     return page("status.html.j2", **page_context(data, request.query.get("address")))
 
 
 @routes.get("/status.json")
 async def status_json(request: web.Request) -> web.Response:
     require_status_login(request)
-    data = await snapshot(request)
+    try:
+        data = await snapshot(request)
+    except StoreUnavailable as exc:
+        return web.json_response(await without_ledger(request, exc), status=503,
+                                 dumps=functools.partial(json.dumps, default=str))
     # Providers may report datetimes or paths; show them as text rather than fail.
     return web.json_response(data, dumps=functools.partial(json.dumps, default=str))
 

@@ -163,11 +163,65 @@ async def test_a_copy_waiting_in_the_spool_is_erased_with_its_person(
         assert status == 201 and answer["removed"]["copies"] == 1
         sink.reply = "250 OK"
         await wait_until_spool_is_empty(gw)
-        assert [r for _, rcpts, _ in sink.messages for r in rcpts] == [OTHER]
+        assert sorted(r for _, rcpts, _ in sink.messages for r in rcpts) == sorted(
+            [OTHER, "news@acme.test"])
         with gw.runtime.spool._lock:
             held = gw.runtime.spool.conn.execute(
                 "SELECT COUNT(*) FROM spool WHERE rcpt = ?", (PERSON,)).fetchone()[0]
         assert held == 0
+
+
+async def test_the_sender_of_an_erased_waiting_copy_gets_one_dsn_naming_the_reason(
+        tmp_path, sink, ledger_url, admin_http):
+    sink.reply = DOWN
+    async with await server.start(settings_for(tmp_path, sink, ledger_url)) as gw:
+        seed(gw.runtime, address=PERSON, **SOFT_OPT_IN)
+        await send(gw, [PERSON])
+        status, answer = await Admin(gw, admin_http).erase(PERSON, org="acme")
+        assert status == 201 and answer["removed"]["copies"] == 1
+        sink.reply = "250 OK"
+        await wait_until_spool_is_empty(gw)
+    [(sender, rcpts, dsn)] = sink.messages
+    assert (sender, rcpts) == ("", ["news@acme.test"])
+    report = dsn.decode()
+    assert f"Final-Recipient: rfc822; {PERSON}" in report
+    assert "blocked before delivery: erased" in report and "Half price" not in report
+
+
+OWLS_STREAM = """
+[[stream]]
+id = "owls-appeal"
+org = "owls"
+purpose = "marketing"
+nature = "campaigning"
+category = "appeal"
+smtp_username = "owls-appeal"
+smtp_password = "owls-pass"
+api_key = "sk_owls"
+"""
+
+
+async def test_an_erasure_for_one_org_leaves_another_orgs_waiting_copy_to_the_person(
+        tmp_path, sink, ledger_url, admin_http):
+    sink.reply = DOWN
+    s = make_settings(tmp_path, upstream=f"smtp://127.0.0.1:{sink.port}?tls=none",
+                      ledger_url=ledger_url, extra=OWLS_STREAM)
+    s = dataclasses.replace(s, delivery=dataclasses.replace(
+        s.delivery, retry_initial=0.1, retry_max=0.2))
+    async with await server.start(s) as gw:
+        seed(gw.runtime, address=PERSON, **SOFT_OPT_IN)
+        seed(gw.runtime, address=PERSON, org="owls", basis="consent", source="owls form")
+        await send(gw, [PERSON])
+        port = gw.runtime.settings.smtp.listen.port
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as c:
+            await c.login("owls-appeal", "owls-pass")
+            await c.sendmail("appeal@owls.test", [PERSON], message(PERSON))
+        status, answer = await Admin(gw, admin_http).erase(PERSON, org="acme")
+        assert status == 201 and answer["removed"]["copies"] == 1
+        sink.reply = "250 OK"
+        await wait_until_spool_is_empty(gw)
+    delivered = sorted((sender, rcpts[0]) for sender, rcpts, _ in sink.messages)
+    assert delivered == [("", "news@acme.test"), ("appeal@owls.test", PERSON)]
 
 
 async def test_a_copy_in_a_spool_the_erasure_cannot_reach_is_dropped_not_delivered(

@@ -6,6 +6,7 @@ are in the ledger and everything works again, without a restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import textwrap
 from collections import Counter
@@ -152,6 +153,21 @@ async def test_while_the_ledger_is_down_nothing_is_accepted_and_opt_outs_are_kep
     assert [o["method"] for o in rt.ledger.opt_out_rows("+447400123456")] == ["sms-keyword"]
     assert await send(gw, "jane@example.com", "<after-1@acme.test>") == 550
     assert await send(gw, "tom@example.com", "<after-2@acme.test>") == 250
+
+
+async def test_while_the_ledger_is_down_the_status_page_says_so_and_shows_the_spool(gw):
+    gw.cluster.stop("immediate")
+    ops = {"Authorization": aiohttp.encode_basic_auth("ops", "test-admin-token")}
+    async with aiohttp.ClientSession(headers=ops) as http:
+        async with http.get(url(gw, "/status")) as resp:
+            page = await resp.text()
+            assert resp.status == 503 and resp.content_type == "text/html"
+        async with http.get(url(gw, "/status.json")) as resp:
+            data = await resp.json()
+            assert resp.status == 503
+    assert "The ledger cannot be reached" in page and 'id="spool-depth">0<' in page
+    assert data["error"] == "ledger_unavailable" and data["failing"] == ["ledger"]
+    assert data["spool"]["depth"] == 0 and PASSWORD not in page + json.dumps(data)
 
 
 async def test_a_burst_through_an_immediate_stop_and_start_loses_and_doubles_nothing(gw):

@@ -118,6 +118,19 @@ def test_a_newer_schema_is_refused_naming_the_newer_code(tmp_path, ledger_url):
         open_ledger(ledger_url, tmp_path / "data")
 
 
+def test_gateway_run_on_a_newer_schema_stops_with_one_line_naming_gateway_migrate(
+        tmp_path, ledger_url, capsys):
+    ledger = open_ledger(ledger_url, tmp_path / "data")
+    with ledger._conn() if ledger_url else _sqlite(ledger) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'later')")
+    ledger.close()
+
+    assert main(["run", "--config", str(write_config(tmp_path, ledger_url))]) == 3
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gateway migrate" in err[0] and "newer" in err[0]
+
+
 class _sqlite:
     def __init__(self, ledger):
         self.conn = ledger.conn
@@ -183,8 +196,8 @@ def pg_url(pg_cluster) -> str:
     return pg_cluster.new_database()
 
 
-def audit(config: Path, capsys) -> dict:
-    assert main(["audit", PERSON, "--config", str(config)]) == 0
+def audit(config: Path, capsys, person: str = PERSON) -> dict:
+    assert main(["audit", person, "--config", str(config)]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -209,6 +222,79 @@ def test_ledger_copy_moves_every_record_with_its_id_and_time(tmp_path, pg_url, c
         target.close()
 
 
+def fill_newest_tables(config: Path) -> None:
+    """Records in the tables added since 0.2: an erasure (suppressions, suppression_key), an
+    ESP event, a webhook nonce and a sign-up."""
+    assert main(["erase", "gone@example.com", "--channel", "email", "--org", "acme",
+                 "--source", "request 7", "--config", str(config)]) == 0
+    ledger = open_ledger("", config.parent / "data")
+    try:
+        ledger.record_optout_event({
+            "provider": "sendgrid", "event_id": "ev1", "event_type": "unsubscribe",
+            "event_at": "2026-01-11T09:00:00+00:00", "received_at": "2026-01-11T09:00:01+00:00",
+            "method": "esp", "outcome": "recorded", "org": "acme", "stream": "acme-news",
+            "address": PERSON, "optout_id": 1, "problem": "", "payload": "{}"})
+        ledger.note_nonce("mailgun", "nonce-1", "2026-01-11T09:00:02+00:00",
+                          "2026-01-01T00:00:00+00:00")
+        ledger.add_subscription({
+            "id": "sub1", "org": "acme", "channel": "email", "address": PERSON,
+            "source": "form v3", "wording": "Yes, offers", "categories": '["decking"]',
+            "requested_at": "2026-01-09T08:00:00+00:00", "requested_by": "127.0.0.1"})
+    finally:
+        ledger.close()
+
+
+def every_row(ledger, tables) -> dict[str, list[tuple]]:
+    return {t: [tuple(map(str, row)) for row in ledger._tuples(
+        f"SELECT * FROM {t} ORDER BY 1, 2")] for t in tables}  # noqa: S608 - our names
+
+
+def test_ledger_copy_moves_every_table_the_ledger_has_including_the_newest(
+        tmp_path, pg_url, capsys):
+    source_config = filled_sqlite_ledger(tmp_path)
+    fill_newest_tables(source_config)
+    capsys.readouterr()
+    source = open_ledger("", tmp_path / "data")
+    tables = [r[0] for r in source._tuples(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "AND name NOT IN ('gateways', 'schema_migrations')")]
+    before = every_row(source, tables)
+    source.close()
+    assert all(before[t] for t in tables), "every table holds a record to copy"
+    trails = [audit(source_config, capsys, who) for who in (PERSON, "gone@example.com")]
+
+    assert main(["ledger", "copy", "--to", pg_url, "--quiet", "--config",
+                 str(source_config)]) == 0
+
+    out = capsys.readouterr().out
+    for table in tables:
+        assert f"{table}: {len(before[table])}" in out
+    target = open_ledger(pg_url, tmp_path)
+    try:
+        assert every_row(target, tables) == before
+    finally:
+        target.close()
+    (tmp_path / "pg").mkdir()
+    target_config = write_config(tmp_path / "pg", pg_url)
+    assert [audit(target_config, capsys, who)
+            for who in (PERSON, "gone@example.com")] == trails
+
+
+def test_ledger_copy_takes_a_target_a_gateway_has_opened_with_the_same_key(
+        tmp_path, pg_url, capsys):
+    source_config = filled_sqlite_ledger(tmp_path)
+    before = audit(source_config, capsys)
+    (tmp_path / "pg").mkdir()
+    target_config = write_config(tmp_path / "pg", pg_url)
+    audit(target_config, capsys)  # notes the key in the target, as `gateway run` does
+
+    assert main(["ledger", "copy", "--to", pg_url, "--quiet", "--config",
+                 str(source_config)]) == 0
+
+    capsys.readouterr()
+    assert audit(target_config, capsys) == before
+
+
 def test_ledger_copy_refuses_a_target_that_holds_records(tmp_path, pg_url, capsys):
     source_config = filled_sqlite_ledger(tmp_path)
     target = open_ledger(pg_url, tmp_path)
@@ -224,3 +310,17 @@ def test_ledger_copy_refuses_a_target_that_holds_records(tmp_path, pg_url, capsy
         assert target.evidence_for(PERSON) == ()
     finally:
         target.close()
+
+
+def test_gateway_run_on_an_unreachable_ledger_stops_with_one_line_saying_why(
+        tmp_path, capsys):
+    from gwtest import free_port
+
+    url = f"postgresql://gateway:pw-never-shown@127.0.0.1:{free_port()}/consent"
+
+    assert main(["run", "--config", str(write_config(tmp_path, url))]) == 2
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot connect to the ledger" in err[0]
+    assert "Connection refused" in err[0] and "[ledger] url" in err[0]
+    assert "pw-never-shown" not in err[0]
