@@ -282,10 +282,13 @@ class Spool:
                 return 0
             ids = [r[0] for r in rows]
             waiting = [r[0] for r in rows if r[1] == "queued"]
-            marks = ",".join("?" * len(waiting))
+            # A copy delivery holds now is told about by that attempt (Delivery._erased):
+            # exactly one DSN either way.
+            untaken = [i for i in waiting if i not in self._taken]
+            marks = ",".join("?" * len(untaken))
             notices = [n for r in conn.execute(
                 f"SELECT {COPY_COLUMNS} FROM spool WHERE id IN ({marks})",  # noqa: S608
-                waiting).fetchall() if (n := notice(_row_to_copy(r).copy))] if waiting else []
+                untaken).fetchall() if (n := notice(_row_to_copy(r).copy))] if untaken else []
             marks = ",".join("?" * len(ids))
             conn.execute(f"DELETE FROM delivery_log WHERE spool_id IN ({marks})", ids)  # noqa: S608
             conn.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)  # noqa: S608

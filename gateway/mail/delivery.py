@@ -17,7 +17,7 @@ from ..ledger.writer import Writes
 from ..logs import event
 from ..policy import Decision
 from ..runtime import Runtime
-from .dsn import Failure, build_dsn
+from .dsn import Failure, build_dsn, erased_notice
 from .headers import header_value
 from .upstream import PermanentFailure, TemporaryFailure, make_upstream
 
@@ -227,6 +227,8 @@ class Delivery:
         self.wake()
 
     async def _defer(self, item: QueuedCopy, detail: str) -> None:
+        if await self._erased(item):
+            return
         if time.time() - item.created_at > self.settings.max_age:
             await self._bounce(item, f"gave up after {item.attempts + 1} attempts: {detail}",
                                "4.4.7")
@@ -239,11 +241,17 @@ class Delivery:
               retry_in=round(at - time.time(), 1), error=detail)
 
     async def _erased(self, item: QueuedCopy) -> bool:
-        """The copy was erased during its attempt: the erasure told its sender already
-        (and no row is left to finish)."""
+        """The copy was erased while this attempt held it (its row is gone): the erasure
+        left telling its sender to this attempt (Spool.erase), so the DSN goes from here,
+        once, and nothing else is recorded."""
         if await asyncio.to_thread(self.spool.status_of, item.id) is not None:
             return False
+        notice = erased_notice(self.rt.settings.smtp.hostname, item.copy)
+        if notice is not None:
+            await self.rt.writer.write(Writes(spool=self.spool, copies=[notice]))
+            self.wake()
         self.spool.release([item.id])
+        event(log, "erased_during_attempt", spool_id=item.id)
         return True
 
     async def _bounce(self, item: QueuedCopy, detail: str, status: str) -> None:

@@ -8,6 +8,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
 
+from ..ledger.spool import Copy
 from ..templating import render
 
 POLICY = email.policy.SMTP
@@ -83,3 +84,14 @@ def _fields(*pairs: tuple[str, str]) -> Message:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:900]
+
+
+def erased_notice(hostname: str, copy: Copy) -> Copy | None:
+    """The DSN telling a marketing copy's sender it goes nowhere: its recipient was erased
+    while it waited (None for a copy that is no marketing copy or has no sender)."""
+    if copy.kind != "copy" or not copy.mail_from:
+        return None
+    dsn = build_dsn(hostname=hostname, to=copy.mail_from, original=copy.data, failures=[
+        Failure(copy.rcpt, "5.7.1", "smtp; 550 5.7.1 blocked before delivery: erased",
+                "erased")])
+    return Copy("dsn", "", copy.mail_from, dsn, copy.message_id, copy.stream, copy.org)

@@ -12,9 +12,8 @@ from functools import partial
 
 from ..addresses import mask, normalise
 from ..errors import InvalidAddress, ValidationError
-from ..ledger.spool import Copy
 from ..logs import event
-from ..mail.dsn import Failure, build_dsn
+from ..mail.dsn import erased_notice
 from ..policy import ALL_ORGS, CHANNELS
 
 log = logging.getLogger("gateway.privacy")
@@ -76,16 +75,6 @@ def _names(text: str, *addresses: str) -> bool:
     return False
 
 
-def _erased_notice(hostname: str, copy: Copy) -> Copy | None:
-    """The DSN telling a waiting marketing copy's sender it goes nowhere: erased."""
-    if copy.kind != "copy" or not copy.mail_from:
-        return None
-    dsn = build_dsn(hostname=hostname, to=copy.mail_from, original=copy.data, failures=[
-        Failure(copy.rcpt, "5.7.1", "smtp; 550 5.7.1 blocked before delivery: erased",
-                "erased")])
-    return Copy("dsn", "", copy.mail_from, dsn, copy.message_id, copy.stream, copy.org)
-
-
 class Erasures:
     """Erases people: the ledger (one transaction), then the opt-outs kept in data_dir
     during a ledger outage, the local spools, then the deferred texts. `spools` gives the
@@ -101,7 +90,7 @@ class Erasures:
         # The opt-outs kept in data_dir during a ledger outage (gateway/ledger/pending.py);
         # those another gateway keeps are dropped when it replays them (gateway/optouts.py).
         self.pending = pending
-        self._notice = partial(_erased_notice, consent.settings.smtp.hostname)
+        self._notice = partial(erased_notice, consent.settings.smtp.hostname)
 
     def erase(self, request: ErasureRequest) -> dict:
         """Erase (blocking: call it in a thread); the answer, with counts of what went."""

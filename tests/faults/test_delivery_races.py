@@ -112,3 +112,36 @@ async def test_a_wake_after_the_copy_was_sent_does_not_send_it_again(tmp_path):
         await delivery.stop(grace=1)
         spool.close()
         rt.close()
+
+
+async def test_a_copy_erased_while_its_attempt_holds_it_gets_exactly_one_dsn(tmp_path):
+    """The erasure deletes the copy while a worker holds it (taken): the erasure leaves
+    the DSN to that attempt, which finds its row gone and sends it, once."""
+    from gwtest import SOFT_OPT_IN, seed
+
+    from gateway.ledger.spool import Marketing
+    from gateway.privacy.erasure import ErasureRequest, Erasures
+
+    rt = Runtime.open(make_settings(tmp_path))
+    spool = Spool(tmp_path / "data")
+    delivery = Delivery(rt, spool)
+    upstream = CountingUpstream()
+    try:
+        seed(rt, address="b@example.com", **SOFT_OPT_IN)
+        spool.enqueue([Copy("copy", "news@acme.test", "b@example.com", b"Subject: x\r\n\r\nx\r\n",
+                            "<m@acme.test>", "acme-news", "acme",
+                            Marketing("b@example.com", "marketing", "commercial",
+                                      "lawnmowers"))])
+        (held,) = spool.take(10)  # a worker has it
+        answer = Erasures(rt.ledger, rt.consent, lambda: [spool]).erase(
+            ErasureRequest("email", "b@example.com", "acme", "letter"))
+        assert answer["removed"]["copies"] == 1
+        assert spool.take(10) == []  # the erasure spooled no DSN of its own
+        await delivery._deliver(upstream, held)
+        assert upstream.sent == []  # never delivered
+        (dsn,) = spool.take(10)
+        assert (dsn.copy.kind, dsn.copy.rcpt) == ("dsn", "news@acme.test")
+        assert b"erased" in dsn.copy.data
+    finally:
+        spool.close()
+        rt.close()
