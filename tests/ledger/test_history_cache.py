@@ -44,10 +44,15 @@ def opt_outs(ledger) -> int:
 
 
 def seconds_until_seen(ledger, committed_at: float) -> float:
-    while opt_outs(ledger) == 0:
-        assert time.monotonic() - committed_at < 5, "the change was never seen"
+    """When, after the commit, the first read that saw the change began. A read begun
+    BOUND or more after the commit that still misses it fails at once (the test's own
+    slowness between reads is no failure of the cache's)."""
+    while True:
+        began = time.monotonic() - committed_at
+        if opt_outs(ledger):
+            return began
+        assert began < BOUND, f"a read begun {began:.2f} s after the change missed it"
         time.sleep(0.01)
-    return time.monotonic() - committed_at
 
 
 def opt_out_elsewhere(url: str) -> float:
@@ -69,7 +74,7 @@ def test_a_person_decided_again_is_read_from_the_cache(cached):
 
 def test_an_opt_out_recorded_by_another_gateway_counts_here_within_a_second(cached, url):
     assert opt_outs(cached) == 0  # cached
-    assert seconds_until_seen(cached, opt_out_elsewhere(url)) < BOUND
+    seconds_until_seen(cached, opt_out_elsewhere(url))
 
 
 def test_an_opt_out_recorded_by_this_process_counts_on_the_very_next_decision(cached):
@@ -92,4 +97,4 @@ def test_when_the_listener_loses_its_connection_no_change_is_missed(cached, url)
         killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                               "WHERE application_name = 'consent-gateway-listener'").fetchall()
     assert killed
-    assert seconds_until_seen(cached, opt_out_elsewhere(url)) < BOUND
+    seconds_until_seen(cached, opt_out_elsewhere(url))
