@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS spool (
     data BLOB NOT NULL,
     created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'queued',   -- queued | delivered | bounced | dropped
+    status TEXT NOT NULL DEFAULT 'queued',   -- queued | delivered | bounced | dropped | erased
     last_error TEXT, finished_at REAL,
     -- a marketing copy: what its decision was made on, to decide it again before each
     -- attempt (NULL for service copies, DSNs, bounces and relayed replies); and, for one
@@ -119,6 +119,11 @@ class Finish:
     status: str
     detail: str | None = None
     retry_at: float | None = None
+    # Spooled with the outcome, in its transaction: `notice` (a DSN for a drop or a bounce)
+    # if the copy is still there; `if_erased` (the DSN an erasure owes its sender) if an
+    # erasure deleted it while the attempt held it. Exactly one DSN either way.
+    notice: Copy | None = None
+    if_erased: Copy | None = None
 
     @property
     def result(self) -> str:
@@ -232,11 +237,26 @@ class Spool:
         def write(conn: sqlite3.Connection) -> list[int]:
             ids = self._insert(conn, copies, now)
             if finishes:
+                notices = self._notices(conn, finishes)
                 self._finish_rows(conn, finishes, now)
+                self._insert(conn, notices, now)
             return ids
 
         ids = self._tx(write, [f.spool_id for f in finishes])
         return [QueuedCopy(i, c, now, 0) for i, c in zip(ids, copies)]
+
+    @staticmethod
+    def _notices(conn: sqlite3.Connection, finishes: Sequence[Finish]) -> list[Copy]:
+        """The DSNs these outcomes carry, each as its copy is found (see Finish)."""
+        carrying = [f for f in finishes if f.notice is not None or f.if_erased is not None]
+        if not carrying:
+            return []
+        marks = ",".join("?" * len(carrying))
+        present = {r[0] for r in conn.execute(
+            f"SELECT id FROM spool WHERE id IN ({marks}) AND status != 'erased'",  # noqa: S608
+            [f.spool_id for f in carrying]).fetchall()}
+        return [n for f in carrying
+                if (n := f.notice if f.spool_id in present else f.if_erased) is not None]
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, copies: Sequence[Copy], now: float) -> list[int]:
@@ -261,7 +281,7 @@ class Spool:
                 # needs) or dropped, a copy's body goes (docs/privacy.md).
                 "data = CASE WHEN v.column2 = 'queued' THEN data ELSE x'' END "
                 f"FROM (VALUES {values}) AS v "
-                "WHERE spool.id = v.column1",
+                "WHERE spool.id = v.column1 AND spool.status != 'erased'",
                 [now] + [x for f in part for x in (f.spool_id, f.status, f.detail, f.retry_at)])
         insert_rows(conn, "INSERT INTO delivery_log (spool_id, at, result, detail) VALUES ",
                     [(f.spool_id, now, f.result, f.detail) for f in finishes])
@@ -291,7 +311,11 @@ class Spool:
                 untaken).fetchall() if (n := notice(_row_to_copy(r).copy))] if untaken else []
             marks = ",".join("?" * len(ids))
             conn.execute(f"DELETE FROM delivery_log WHERE spool_id IN ({marks})", ids)  # noqa: S608
-            conn.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)  # noqa: S608
+            # Blanked, not deleted: an id is never given out again while an attempt that
+            # held the erased copy may still record its outcome (Finish skips it).
+            conn.execute("UPDATE spool SET status = 'erased', data = x'', rcpt = '', "  # noqa: S608
+                         "mail_from = '', address = NULL, message_id = NULL, last_error = NULL, "
+                         f"finished_at = ? WHERE id IN ({marks})", [time.time(), *ids])
             self._insert(conn, notices, time.time())
             return len(waiting)
 

@@ -206,20 +206,19 @@ class Delivery:
                             decision: Decision) -> None:
         """The copy now blocks: never delivered. The new decision is recorded and the
         envelope sender gets one DSN naming the recipient and the reason."""
-        if await self._erased(item):
-            return
         c = item.copy
         detail = f"blocked before delivery: {decision.reason}"
-        bounce = []
+        notice = None
         if c.mail_from:
             dsn = build_dsn(hostname=self.rt.settings.smtp.hostname, to=c.mail_from,
                             original=c.data, failures=[Failure(
                                 c.rcpt, "5.7.1", f"smtp; 550 5.7.1 {detail}", decision.reason)])
-            bounce = [Copy("dsn", "", c.mail_from, dsn, c.message_id, c.stream, c.org)]
+            notice = Copy("dsn", "", c.mail_from, dsn, c.message_id, c.stream, c.org)
         consent = self.rt.consent
         written = await self.rt.writer.write(Writes(
             decisions=[consent.entry(what, "email", address, decision, c.message_id)],
-            spool=self.spool, copies=bounce, finishes=[Finish(item.id, "dropped", detail)]))
+            spool=self.spool, finishes=[Finish(item.id, "dropped", detail, notice=notice,
+                                               if_erased=self._erased_notice(item))]))
         outcome = consent.verdict(decision, written.decision_ids[0]).outcome
         self.rt.metrics.decisions.labels("email", outcome, decision.reason).inc()
         event(log, "dropped_before_delivery", logging.WARNING, spool_id=item.id,
@@ -227,37 +226,24 @@ class Delivery:
         self.wake()
 
     async def _defer(self, item: QueuedCopy, detail: str) -> None:
-        if await self._erased(item):
-            return
         if time.time() - item.created_at > self.settings.max_age:
             await self._bounce(item, f"gave up after {item.attempts + 1} attempts: {detail}",
                                "4.4.7")
             return
         at = time.time() + backoff(item.attempts, self.settings.retry_initial,
                                    self.settings.retry_max)
-        await self.rt.writer.write(Writes(spool=self.spool,
-                                          finishes=[Finish(item.id, "queued", detail, at)]))
+        await self.rt.writer.write(Writes(spool=self.spool, finishes=[
+            Finish(item.id, "queued", detail, at, if_erased=self._erased_notice(item))]))
         event(log, "deferred", logging.WARNING, spool_id=item.id, attempts=item.attempts + 1,
               retry_in=round(at - time.time(), 1), error=detail)
 
-    async def _erased(self, item: QueuedCopy) -> bool:
-        """The copy was erased while this attempt held it (its row is gone): the erasure
-        left telling its sender to this attempt (Spool.erase), so the DSN goes from here,
-        once, and nothing else is recorded."""
-        if await asyncio.to_thread(self.spool.status_of, item.id) is not None:
-            return False
-        notice = erased_notice(self.rt.settings.smtp.hostname, item.copy)
-        if notice is not None:
-            await self.rt.writer.write(Writes(spool=self.spool, copies=[notice]))
-            self.wake()
-        self.spool.release([item.id])
-        event(log, "erased_during_attempt", spool_id=item.id)
-        return True
+    def _erased_notice(self, item: QueuedCopy) -> Copy | None:
+        """The DSN this attempt owes the sender if an erasure deletes the copy while the
+        attempt holds it (the erasure leaves held copies to their attempt: Spool.erase)."""
+        return erased_notice(self.rt.settings.smtp.hostname, item.copy)
 
     async def _bounce(self, item: QueuedCopy, detail: str, status: str) -> None:
         """Tell the envelope sender; never bounce a bounce (null sender)."""
-        if await self._erased(item):
-            return
         c = item.copy
         if not c.mail_from or c.kind in ("dsn", "bounce"):
             await self.rt.writer.write(Writes(spool=self.spool,
@@ -268,8 +254,9 @@ class Delivery:
                         original=c.data,
                         failures=[Failure(c.rcpt, status, f"smtp; {detail}")])
         bounce = Copy("bounce", "", c.mail_from, dsn, c.message_id, c.stream, c.org)
-        await self.rt.writer.write(Writes(
-            spool=self.spool, copies=[bounce], finishes=[Finish(item.id, "bounced", detail)]))
+        await self.rt.writer.write(Writes(spool=self.spool, finishes=[
+            Finish(item.id, "bounced", detail, notice=bounce,
+                   if_erased=self._erased_notice(item))]))
         event(log, "bounced", logging.WARNING, spool_id=item.id, error=detail)
         self.wake()
 
