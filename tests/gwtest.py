@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -332,3 +333,13 @@ def every_event_line():
     yield EVENT_LINES
     gateway_log.removeHandler(EVENT_LINES)
     gateway_log.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory):
+    """A self-signed certificate and key for STARTTLS tests (openssl)."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=gw.test", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-import subprocess
 from email import message_from_bytes
 from email.policy import default
 
@@ -18,14 +17,6 @@ from gwprocess import SMS_KEY, GatewayProcess, seed
 JANE = "jane@example.com"
 PHONE = "+447400123456"
 
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=gw.test", "-keyout", str(d / "key.pem"),
-                    "-out", str(d / "cert.pem")], check=True, capture_output=True)
-    return d / "cert.pem", d / "key.pem"
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import email
 import email.policy
 import smtplib
 import ssl
-import subprocess
 
 import aiosmtplib
 import pytest
@@ -262,14 +261,6 @@ async def test_monitor_mode_delivers_what_enforce_would_block(tmp_path, sink):
         row = gw.runtime.ledger.decisions_for("nobody@example.com")[0]
         assert (row["outcome"], row["reason"]) == ("would_block", "no_consent")
 
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=gw.test", "-keyout", str(d / "key.pem"),
-                    "-out", str(d / "cert.pem")], check=True, capture_output=True)
-    return d / "cert.pem", d / "key.pem"
 
 
 async def test_starttls_with_a_self_signed_certificate(tmp_path, sink, self_signed):
