@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import random
 import re
 from collections.abc import Iterator
@@ -11,9 +12,16 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
-from gateway.mail.rewrite import RewriteResult, UnrewritableMessage, rewrite_for_recipient
+from gateway.mail.rewrite import (
+    RewriteResult,
+    UnrewritableMessage,
+    _quoted_printable,
+    rewrite_for_recipient,
+)
 
 CORPUS = Path(__file__).parent / "corpus"
 URL = "https://gw.example.test/u/TOKEN123"
@@ -467,3 +475,19 @@ def test_a_footer_from_the_stand_in_is_the_footer_rendered_for_the_token(tmp_pat
                     assert footer(rt, name, org_name, token) == expected
     finally:
         rt.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=3000) | st.lists(
+    st.sampled_from([b"a", b" ", b"\t", b".", b"=", b"\r", b"\n", b"\r\n", b"\xe9", b"From ",
+                     b"x" * 80]), max_size=200).map(b"".join))
+def test_quoted_printable_bodies_decode_to_the_same_bytes_with_short_lines(data: bytes) -> None:
+    encoded = _quoted_printable(data).encode("ascii")
+    lines = re.split(rb"\r\n|\r|\n", encoded)
+    assert all(len(line) <= 76 for line in lines)
+    assert all(not line.endswith((b" ", b"\t")) for line in lines)
+    # Line breaks (a lone CR counts as one, as the generator writes it) are the text's own
+    # hard breaks; everything else decodes to the same bytes.
+    def breaks(b: bytes) -> bytes:
+        return re.sub(rb"\r\n|\r|\n", b"\n", b)
+    assert breaks(binascii.a2b_qp(breaks(encoded))) == breaks(data)
