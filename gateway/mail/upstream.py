@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from ..ledger.spool import QueuedCopy
+from .smtp_client import CopyClient
 
 
 class TemporaryFailure(Exception):
@@ -99,11 +100,11 @@ class SmtpUpstream:
         self.target = SmtpTarget.parse(url)
         self.hostname = hostname
         self.timeout = timeout
-        self.client: aiosmtplib.SMTP | None = None
+        self.client: CopyClient | None = None
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> CopyClient:
         t = self.target
-        client = aiosmtplib.SMTP(
+        client = CopyClient(
             hostname=t.host, port=t.port, timeout=self.timeout, local_hostname=self.hostname,
             use_tls=t.tls == "implicit",
             start_tls=True if t.tls == "starttls" else (False if t.tls == "none" else None),
@@ -119,14 +120,15 @@ class SmtpUpstream:
         try:
             if self.client is None or not self.client.is_connected:
                 self.client = await self._connect()
-            _, reply = await self.client.sendmail(
-                item.copy.mail_from, [item.copy.rcpt], item.copy.data)
+            reply = await self.client.send_copy(item.copy.mail_from, item.copy.rcpt,
+                                                item.copy.data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0] if exc.recipients else None
-            code = refusal.code if refusal else 550
-            await self._reset()
+            code = refusal.code if refusal else 550  # the client has sent RSET
             text = f"{code} {refusal.message if refusal else exc}"
             raise (TemporaryFailure if 400 <= code < 500 else PermanentFailure)(text) from exc
+        except aiosmtplib.SMTPNotSupported as exc:  # SMTPUTF8 needed, not offered
+            raise PermanentFailure(f"553 5.6.7 {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self._drop()
             text = f"{exc.code} {exc.message}"
@@ -135,13 +137,6 @@ class SmtpUpstream:
             await self._drop()
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
         return f"{self.target} {reply}"
-
-    async def _reset(self) -> None:
-        try:
-            if self.client and self.client.is_connected:
-                await self.client.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            await self._drop()
 
     async def _drop(self) -> None:
         client, self.client = self.client, None
