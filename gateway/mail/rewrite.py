@@ -131,6 +131,9 @@ class _TextPart:
     text: str
     charset: str
     is_html: bool
+    # The part's body as it came (transfer-encoded) and decoded: what a quoted-printable
+    # re-encoding keeps up to the change (_encode_body).
+    before: tuple[bytes, bytes] | None = None
 
 
 def rewrite_for_recipient(
@@ -229,7 +232,9 @@ def _decode(part: Message) -> _TextPart:
         raise UnrewritableMessage(f"text part declares unknown charset {charset!r}") from None
     if not ascii_compatible:  # UTF-16 and the like cannot be safely appended to
         raise UnrewritableMessage(f"text part uses {charset!r}, unsuitable for mail text")
-    return _TextPart(part, text, charset, part.get_content_subtype() == "html")
+    before = (part.get_payload().encode("ascii", "surrogateescape"), data) \
+        if cte == "quoted-printable" else None
+    return _TextPart(part, text, charset, part.get_content_subtype() == "html", before)
 
 
 def _with_footer(p: _TextPart, footer_text: str, footer_html: str) -> str:
@@ -259,7 +264,7 @@ def _store(p: _TextPart, new_text: str) -> None:
     except UnicodeEncodeError:
         charset = "utf-8"
         data = new_text.encode(charset, "surrogateescape")
-    payload, cte = _encode_body(data, _cte(p.part))
+    payload, cte = _encode_body(data, _cte(p.part), p.before if charset == p.charset else None)
     p.part.set_payload(payload)
     if cte != _cte(p.part):
         del p.part["Content-Transfer-Encoding"]
@@ -282,12 +287,16 @@ def _set_charset(part: Message, charset: str) -> None:
         )
 
 
-def _encode_body(data: bytes, cte: str) -> tuple[str, str]:
-    """Encode body bytes, keeping the transfer encoding unless it is no longer safe."""
+def _encode_body(data: bytes, cte: str, before: tuple[bytes, bytes] | None = None
+                 ) -> tuple[str, str]:
+    """Encode body bytes, keeping the transfer encoding unless it is no longer safe.
+    `before`: the part's body as it came, encoded and decoded, for a quoted-printable part
+    whose charset stays: its encoded lines before the change are kept (_qp_kept)."""
     if cte == "base64":
         return base64.encodebytes(data).decode("ascii"), cte
     if cte == "quoted-printable":
-        return _quoted_printable(data), cte
+        kept, start = _qp_kept(before, data) if before else (b"", 0)
+        return (kept + _quoted_printable(data[start:]).encode("ascii")).decode("ascii"), cte
     # Lines split at LF alone are never shorter: only when one is too long, look closer.
     long_line = len(data) > MAX_LINE_OCTETS and \
         max(map(len, data.split(b"\n"))) > MAX_LINE_OCTETS and \
@@ -296,6 +305,41 @@ def _encode_body(data: bytes, cte: str) -> tuple[str, str]:
         return _quoted_printable(data), "quoted-printable"
     # 8-bit bytes ride in the str as surrogate escapes, as the parser stores them.
     return data.decode("ascii", "surrogateescape"), cte
+
+
+def _qp_kept(before: tuple[bytes, bytes], new: bytes) -> tuple[bytes, int]:
+    """How much of a quoted-printable body can stay as it came when its decoded bytes
+    become `new`: (the encoded lines kept, how many bytes of `new` they decode to).
+
+    The footer changes a body at its end or before `</body>`; re-encoding all of it cost a
+    third of a rewrite. Quoted-printable is line-local (RFC 2045 6.7): an encoded line
+    that ends in a line break, hard or soft (`=`), decodes on its own, and what follows it
+    may be encoded afresh. So the encoded body is kept up to the last line break whose
+    decoded offset lies before the first byte that changed, when that prefix decodes to
+    exactly those bytes and has no line over 998 octets; else nothing is kept ((b"", 0))."""
+    encoded, old = before
+    # The first byte that differs (a binary search over slices: memcmp, not a loop).
+    low, high = 0, min(len(old), len(new))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if old[:mid] == new[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    # A change near the end (the usual footer): look back a few lines from the end. Else
+    # the last line break within the first `low` encoded octets, which decode to no more.
+    pos, looks = len(encoded), 8
+    while (pos := encoded.rfind(b"\n", 0, pos if looks else min(pos, low))) >= 0:
+        end, looks = pos + 1, max(0, looks - 1)
+        # Each "=XX" decodes to one byte, each soft break "=CRLF" to none.
+        decoded = end - 2 * encoded.count(b"=", 0, end) - encoded.count(b"=\r\n", 0, end)
+        if 0 <= decoded <= low:
+            prefix = encoded[:end]
+            if quopri.decodestring(prefix) == old[:decoded] and \
+                    max(map(len, prefix.split(b"\n"))) <= MAX_LINE_OCTETS + 1:
+                return prefix, decoded
+            break
+    return b"", 0
 
 
 def _quoted_printable(data: bytes) -> str:
@@ -627,7 +671,8 @@ def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
                     return None
             except (LookupError, ValueError):
                 return None
-            texts.append(_TextPart(None, text, charset, p.ctype == "text/html"))  # type: ignore[arg-type]
+            texts.append(_TextPart(None, text, charset, p.ctype == "text/html",  # type: ignore[arg-type]
+                                   (p.payload, data) if p.cte == "quoted-printable" else None))
         if any(_has_placeholder(t.text) for t in texts):
             new_texts = []
             for t in texts:
@@ -639,7 +684,7 @@ def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
             if new_text == t.text:
                 continue
             data = new_text.encode(t.charset, "surrogateescape")
-            payload, cte = _encode_body(data, p.cte)
+            payload, cte = _encode_body(data, p.cte, t.before)
             if cte != p.cte:
                 return None
             encoded = payload.encode("ascii", "surrogateescape")

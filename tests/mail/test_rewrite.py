@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import binascii
+import os
 import random
 import re
 from collections.abc import Iterator
-from email import policy
+from email import policy, quoprimime
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
@@ -19,6 +20,7 @@ from gateway.errors import GatewayError
 from gateway.mail.rewrite import (
     RewriteResult,
     UnrewritableMessage,
+    _encode_body,
     _quoted_printable,
     rewrite_for_recipient,
 )
@@ -491,3 +493,29 @@ def test_quoted_printable_bodies_decode_to_the_same_bytes_with_short_lines(data:
     def breaks(b: bytes) -> bytes:
         return re.sub(rb"\r\n|\r|\n", b"\n", b)
     assert breaks(binascii.a2b_qp(breaks(encoded))) == breaks(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1500), st.data())
+def test_a_quoted_printable_body_keeps_its_lines_before_the_change_and_decodes_right(
+        old: bytes, data) -> None:
+    encoder = data.draw(st.sampled_from(["binascii", "email"]))
+    old = re.sub(rb"\r\n|\r|\n", b"\r\n", old)
+    if encoder == "binascii":
+        encoded = _quoted_printable(old).encode("ascii")
+    else:
+        encoded = quoprimime.body_encode(old.decode("latin-1"), eol="\r\n").encode("ascii")
+    at = data.draw(st.integers(0, len(old)))
+    if old[at - 1:at + 1] == b"\r\n":
+        at -= 1  # the footer goes at a line break, never inside one
+    insert = data.draw(st.sampled_from([b"", b"footer\r\n", b"<p>x=y</p>", b"caf\xc3\xa9 "]))
+    new = old[:at] + insert + old[at:]
+    payload, cte = _encode_body(new, "quoted-printable", (encoded, old))
+    out = payload.encode("ascii")
+    assert cte == "quoted-printable"
+    assert binascii.a2b_qp(out).replace(b"\r\n", b"\n") == new.replace(b"\r\n", b"\n")
+    kept = len(os.path.commonprefix([out, encoded]))
+    # The lines before the change stay as they came; those after it are freshly encoded.
+    assert all(len(line) <= 77 for line in out[kept:].split(b"\n"))
+    if at == len(old) and old.endswith(b"\r\n") and insert:
+        assert kept >= len(encoded.rstrip(b"\r\n")) - 1  # a footer re-encodes no old line
