@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreUnavailable
+from . import sqlitefile
 
 FILENAME = "deferred-texts.db"
 CLAIM_TIMEOUT = 300.0
@@ -67,13 +68,9 @@ class DeferredTexts:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / FILENAME
         self._lock = threading.Lock()
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
-                                    isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=5000")
-        # An erased person's texts must be gone from the file, not only from queries.
-        self.conn.execute("PRAGMA secure_delete=ON")
+        # secure_delete: an erased person's texts are gone from the file, not only from
+        # queries.
+        self.conn = sqlitefile.connect(self.path)
         self.conn.executescript(SCHEMA)
 
     def close(self) -> None:

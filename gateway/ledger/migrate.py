@@ -45,7 +45,8 @@ class Migration:
 
     def statements(self, dialect: str) -> list[str]:
         """The file's statements with the dialect's words filled in (none when the file is
-        another backend's). A `;` inside a `$$ … $$` body does not end a statement."""
+        another backend's). A `;` inside a `$$ … $$` body does not end a statement (for
+        SQLite, whose trigger bodies are `BEGIN …; END`, the `$$` themselves go)."""
         if self.only is not None and self.only != dialect:
             return []
         text = "\n".join(line for line in self.sql.splitlines()
@@ -55,7 +56,7 @@ class Migration:
         statements, current = [], ""
         for i, part in enumerate(text.split("$$")):
             if i % 2:  # inside a dollar-quoted body
-                current += "$$" + part + "$$"
+                current += "$$" + part + "$$" if dialect == "postgresql" else part
                 continue
             first, *rest = part.split(";")
             current += first

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import StoreUnavailable
 from ..policy import ALL_CHANNELS, ALL_ORGS
+from . import sqlitefile
 from .queries import now_iso
 
 SCHEMA = """
@@ -32,11 +33,7 @@ class PendingOptOuts:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / "pending-optouts.db"
         self._lock = threading.Lock()
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                    timeout=5.0)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA secure_delete=ON")
+        self.conn = sqlitefile.connect(self.path)
         self.conn.executescript(SCHEMA)
         self.count = self._count()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreUnavailable
+from . import sqlitefile
 from .store import ROWS_PER_STATEMENT, can_write, insert_rows, next_ids
 
 log = logging.getLogger("gateway.spool")
@@ -152,14 +153,9 @@ class Spool:
                             "(two gateways on one data_dir?)")
         self._lock = threading.Lock()  # the connection: one transaction or read at a time
         self._taken: set[int] = set()  # handed to delivery, attempt not yet recorded
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
-                                    isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=5000")
-        # A finished copy's body is cut from its row, and an erased person's rows deleted:
-        # overwritten in the file too, not left in a free page (docs/privacy.md).
-        self.conn.execute("PRAGMA secure_delete=ON")
+        # secure_delete: a finished copy's body is cut from its row, and an erased
+        # person's rows deleted: overwritten in the file too (docs/privacy.md).
+        self.conn = sqlitefile.connect(self.path)
         create_schema(self.conn)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import sqlite_utils
 
 from ..errors import StoreUnavailable
 from ..policy import Decision, Evidence, OptOut
-from . import migrate
+from . import migrate, sqlitefile
 from .queries import (
     DECISION_INSERT,
     DECISION_VALUES,
@@ -111,6 +111,12 @@ def next_ids(conn: sqlite3.Connection, table: str, n: int) -> range:
 # their own commits, every 1000 WAL pages).
 CHECKPOINT_EVERY = 500
 
+# What moves with every committed change a decision could see (migration 0009); people's
+# records are kept under it (Ledger.history), at most this many.
+CHANGE_VERSION = ("SELECT (SELECT MAX(id) FROM evidence), (SELECT MAX(id) FROM optouts), "
+                  "(SELECT MAX(id) FROM suppressions), (SELECT n FROM ledger_change_count)")
+MAX_HISTORIES = 100_000
+
 
 def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
                   decisions: Sequence[tuple[Decision, DecisionRecord]]) -> list[int]:
@@ -143,20 +149,6 @@ def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
     return list(ids)
 
 
-def _enable_wal(db: sqlite_utils.Database, tries: int = 50) -> None:
-    """WAL mode. Switching a new file to it takes the whole file for a moment, and SQLite
-    answers "locked" at once (no busy wait) to a process that opens it meanwhile (gateways
-    starting together): try again for a few seconds."""
-    for attempt in range(tries):
-        try:
-            db.enable_wal()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == tries - 1:
-                raise
-            time.sleep(0.1)
-
-
 class Ledger(LedgerQueries):
     """Thread-safe handle on the ledger database. Writes share one connection and are
     serialised; reads use a connection of their own thread's (WAL: a read never waits for
@@ -171,17 +163,12 @@ class Ledger(LedgerQueries):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / filename
         self._lock = threading.RLock()
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
-                               isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        _enable_wal(self.db)
         # NORMAL in WAL mode survives a killed process (the OS has the WAL); the spool,
-        # which holds accepted mail, uses FULL and fsyncs every commit.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        # Deletes (erasure, retention) overwrite what they delete: an erased address must
-        # not linger in a free page of the file (docs/privacy.md).
-        conn.execute("PRAGMA secure_delete=ON")
+        # which holds accepted mail, uses FULL and fsyncs every commit. Deletes (erasure,
+        # retention) overwrite what they delete: an erased address must not linger in a
+        # free page of the file (docs/privacy.md).
+        conn = sqlitefile.connect(self.path, synchronous="NORMAL")
+        self.db = sqlite_utils.Database(conn)
         self.conn = conn
         self.applied = self._schema(upgrade)
         self._failing_until = 0.0
@@ -189,6 +176,7 @@ class Ledger(LedgerQueries):
         self._readers: list[sqlite3.Connection] = []  # every connection but self.conn
         self._closed = False
         self._written_now = 0
+        self._histories: dict[tuple, tuple] = {}  # (org, channel, address, hash): (version, history)
         self.commits = 0  # ledger transactions of write_batch and try_write_now (for tests)
 
     def _schema(self, upgrade: bool) -> list[migrate.Migration]:
@@ -378,14 +366,29 @@ class Ledger(LedgerQueries):
         `evidence_for(address, channel, org)` and `opt_outs_for(address, org)` answer, and
         the erasures of `suppressed_as` (the keyed hash; as opt-outs of kind "erased"),
         read with one statement (a decision per message: one read of the ledger, not
-        three)."""
+        three). Kept per person while the ledger's change version (migration 0009: what
+        any committed change to evidence, opt-outs or erasures moves, from any process)
+        stays the same: then the next decision for them costs one small read, not the
+        records (issue 18)."""
+        key = (org, channel, address, suppressed_as)
         try:
-            rows = self._reader().execute(
+            reader = self._reader()
+            # First the version, then the records: a change committed in between makes
+            # the records newer than the version they are kept under, never older.
+            version = reader.execute(CHANGE_VERSION).fetchone()
+            kept = self._histories.get(key)
+            if kept is not None and kept[0] == version:
+                return kept[1]
+            rows = reader.execute(
                 HISTORY_SELECT, history_params(org, channel, address, suppressed_as)
             ).fetchall()
         except sqlite3.Error as exc:  # no decision without the ledger: the caller fails closed
             raise StoreUnavailable(f"ledger read failed: {exc}") from exc
-        return history_of(rows)
+        found = history_of(rows)
+        if len(self._histories) >= MAX_HISTORIES:
+            self._histories.clear()
+        self._histories[key] = (version, found)
+        return found
 
     # -- privacy (see ledger/privacy.py) ------------------------------------------------
 
