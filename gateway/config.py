@@ -665,7 +665,7 @@ class _Reader:
             max_age=self.duration(s, n, "max_age", "5d"),
             retry_initial=self.duration(s, n, "retry_initial", "30s"),
             retry_max=self.duration(s, n, "retry_max", "1h"),
-            workers=self.count(s, n, "workers", 20, 1),
+            workers=self.count(s, n, "workers", 50, 1),
             timeout=max(1, self.duration(s, n, "timeout", "60s")),
         )
 
