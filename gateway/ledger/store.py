@@ -112,10 +112,11 @@ def next_ids(conn: sqlite3.Connection, table: str, n: int) -> range:
 CHECKPOINT_EVERY = 500
 
 # What moves with every committed change a decision could see (migration 0009); people's
-# records are kept under it (Ledger.history), at most this many.
+# records read under the current version are kept (Ledger.history), at most this many
+# (about 15 MB): a campaign decides most people once, the same people again soon after.
 CHANGE_VERSION = ("SELECT (SELECT MAX(id) FROM evidence), (SELECT MAX(id) FROM optouts), "
                   "(SELECT MAX(id) FROM suppressions), (SELECT n FROM ledger_change_count)")
-MAX_HISTORIES = 100_000
+MAX_HISTORIES = 10_000
 
 
 def _insert_batch(conn: sqlite3.Connection, tokens: Sequence[TokenRecord],
@@ -176,7 +177,9 @@ class Ledger(LedgerQueries):
         self._readers: list[sqlite3.Connection] = []  # every connection but self.conn
         self._closed = False
         self._written_now = 0
-        self._histories: dict[tuple, tuple] = {}  # (org, channel, address, hash): (version, history)
+        # The change version and what was read under it: (org, channel, address, hash):
+        # history. Only the current version's records are held.
+        self._histories: tuple[tuple | None, dict[tuple, tuple]] = (None, {})
         self.commits = 0  # ledger transactions of write_batch and try_write_now (for tests)
 
     def _schema(self, upgrade: bool) -> list[migrate.Migration]:
@@ -376,18 +379,20 @@ class Ledger(LedgerQueries):
             # First the version, then the records: a change committed in between makes
             # the records newer than the version they are kept under, never older.
             version = reader.execute(CHANGE_VERSION).fetchone()
-            kept = self._histories.get(key)
-            if kept is not None and kept[0] == version:
-                return kept[1]
+            kept_under, kept = self._histories
+            if kept_under != version:  # what was kept can never be current again: let it go
+                kept = {}
+                self._histories = (version, kept)
+            elif (found := kept.get(key)) is not None:
+                return found
             rows = reader.execute(
                 HISTORY_SELECT, history_params(org, channel, address, suppressed_as)
             ).fetchall()
         except sqlite3.Error as exc:  # no decision without the ledger: the caller fails closed
             raise StoreUnavailable(f"ledger read failed: {exc}") from exc
         found = history_of(rows)
-        if len(self._histories) >= MAX_HISTORIES:
-            self._histories.clear()
-        self._histories[key] = (version, found)
+        if len(kept) < MAX_HISTORIES:
+            kept[key] = found
         return found
 
     # -- privacy (see ledger/privacy.py) ------------------------------------------------

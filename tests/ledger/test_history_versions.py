@@ -94,3 +94,13 @@ def test_the_newest_opt_out_deleted_and_its_id_given_again_still_counts(ledger):
         conn.execute("DELETE FROM optouts WHERE id = ?", (newest,))
     ledger.record_opt_out("acme", "email", PERSON, method="reply")
     assert [o.method for o in history(ledger)[1]] == ["reply"]
+
+
+def test_records_read_before_a_change_are_not_held_after_it(ledger):
+    """Memory: only records read under the current version are held."""
+    for n in range(50):
+        ledger.history("acme", "email", f"p{n}@example.com", HASH)
+    assert len(ledger._histories[1]) == 50
+    ledger.record_opt_out("acme", "email", "someone@example.com", method="link")
+    history(ledger)
+    assert len(ledger._histories[1]) == 1
