@@ -121,10 +121,10 @@ class Finish:
     detail: str | None = None
     retry_at: float | None = None
     # Spooled with the outcome, in its transaction: `notice` (a DSN for a drop or a bounce)
-    # if the copy is still there; `if_erased` (the DSN an erasure owes its sender) if an
-    # erasure deleted it while the attempt held it. Exactly one DSN either way.
+    # if the copy is still there; `if_erased()` (the DSN an erasure owes its sender, made
+    # only then) if an erasure blanked it while the attempt held it. Exactly one DSN.
     notice: Copy | None = None
-    if_erased: Copy | None = None
+    if_erased: Callable[[], Copy | None] | None = None
 
     @property
     def result(self) -> str:
@@ -251,8 +251,8 @@ class Spool:
         present = {r[0] for r in conn.execute(
             f"SELECT id FROM spool WHERE id IN ({marks}) AND status != 'erased'",  # noqa: S608
             [f.spool_id for f in carrying]).fetchall()}
-        return [n for f in carrying
-                if (n := f.notice if f.spool_id in present else f.if_erased) is not None]
+        return [n for f in carrying if (n := f.notice if f.spool_id in present else
+                                        f.if_erased and f.if_erased()) is not None]
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, copies: Sequence[Copy], now: float) -> list[int]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from ..addresses import normalise_email
 from ..consent import Classification, classify
@@ -237,10 +239,11 @@ class Delivery:
         event(log, "deferred", logging.WARNING, spool_id=item.id, attempts=item.attempts + 1,
               retry_in=round(at - time.time(), 1), error=detail)
 
-    def _erased_notice(self, item: QueuedCopy) -> Copy | None:
-        """The DSN this attempt owes the sender if an erasure deletes the copy while the
-        attempt holds it (the erasure leaves held copies to their attempt: Spool.erase)."""
-        return erased_notice(self.rt.settings.smtp.hostname, item.copy)
+    def _erased_notice(self, item: QueuedCopy) -> Callable[[], Copy | None]:
+        """What makes the DSN this attempt owes the sender if an erasure blanks the copy
+        while the attempt holds it (Spool.erase leaves held copies to their attempt);
+        called only then."""
+        return functools.partial(erased_notice, self.rt.settings.smtp.hostname, item.copy)
 
     async def _bounce(self, item: QueuedCopy, detail: str, status: str) -> None:
         """Tell the envelope sender; never bounce a bounce (null sender)."""
