@@ -75,6 +75,7 @@ class OptOuts:
         self.consent = consent
         self.metrics = metrics
         self.pending = pending
+        self._replay_waiting = False  # the last replay stopped on the ledger
 
     def record(self, request: OptOutRequest, *, token: TokenRecord | None = None,
                keep_if_unavailable: bool = True) -> Recorded:
@@ -152,10 +153,16 @@ class OptOuts:
                         if not self._erased_since(request, kept_at):
                             self._write(request, None if request.categories else token,
                                         count=False)  # counted when it was kept
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                if not self._replay_waiting:  # said once, not every second
+                    event(log, "opt_out_replay_waiting", logging.WARNING,
+                          left=self.pending.count, error=str(exc))
+                self._replay_waiting = True
                 break
             self.pending.remove(pending_id)
             written += 1
+        else:
+            self._replay_waiting = False
         if written:
             event(log, "opt_outs_replayed", count=written, left=self.pending.count)
         return written

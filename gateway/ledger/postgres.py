@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -140,25 +141,32 @@ class PostgresLedger(LedgerQueries):
             raise StoreUnavailable(f"ledger at {self.where} unreachable (retrying shortly)")
         try:
             conn = getattr(self._local, "conn", None)
-            if conn is not None and self._local.generation != self._generation:
-                self._drop_conn()  # kept from before a failure: the server may be new
+            if conn is not None and (self._local.generation != self._generation
+                                     or _gone(conn)):
+                self._drop_conn()  # kept from before a failure or a restart: not to be used
                 conn = None
             if conn is None:  # this thread keeps one: no pool checkout per statement
+                generation = self._generation  # before: a failure meanwhile makes it stale
                 conn = self._local.conn = self.pool.getconn()  # checked by the pool
-                self._local.generation = self._generation
+                self._local.generation = generation
                 with self._held_lock:
                     self._held.add(conn)
             yield conn
             self._failing_until = 0.0
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
-            self._generation += 1  # every thread takes a fresh connection next time
-            self._drop_conn()  # the pool replaces it, reconnecting in the background
-            raise StoreUnavailable(f"ledger at {self.where} unavailable: "
-                                   f"{type(exc).__name__}") from exc
+            raise self._connection_failed(exc) from exc
         except psycopg.Error as exc:
             raise StoreUnavailable(f"ledger error: {type(exc).__name__}: "
                                    f"{exc.diag.message_primary or exc}") from exc
+
+    def _connection_failed(self, exc: Exception) -> StoreUnavailable:
+        """After connection trouble: calls fail fast for a moment, every thread takes a
+        fresh connection next time, and this one's goes back to the pool (which replaces
+        it, reconnecting in the background)."""
+        self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
+        self._generation += 1
+        self._drop_conn()
+        return StoreUnavailable(f"ledger at {self.where} unavailable: {type(exc).__name__}")
 
     def _drop_conn(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -237,8 +245,7 @@ class PostgresLedger(LedgerQueries):
                         self._local.tx = None
                 self._changed_people()  # committed: opt-outs, erasures may have changed
             except psycopg.OperationalError as exc:
-                self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
-                raise StoreUnavailable(f"ledger at {self.where} unavailable") from exc
+                raise self._connection_failed(exc) from exc
 
     # -- evidence -----------------------------------------------------------------------
 
@@ -376,6 +383,20 @@ class PostgresLedger(LedgerQueries):
 
 
 DECISION_INSERT_NO_ID = DECISION_INSERT.replace("(id, ", "(", 1)
+
+
+def _gone(conn: psycopg.Connection) -> bool:
+    """A kept connection the server closed while it sat idle (a restart, a
+    pg_terminate_backend): its socket has something to read, which an idle connection
+    never has but for the server's goodbye. One poll, no round trip."""
+    if conn.closed or conn.broken:
+        return True
+    poller = select.poll()
+    try:
+        poller.register(conn.fileno(), select.POLLIN)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(poller.poll(0))
 
 
 def insert_rows(conn: psycopg.Connection, head: str, rows: Sequence[tuple]) -> None:

@@ -216,7 +216,7 @@ async def test_a_burst_through_an_immediate_stop_and_start_loses_and_doubles_not
 
         async def settled():
             return not rt.optouts.pending.count and not rt.spool.stats()["depth"]
-        assert await until(settled, 30)
+        assert await until(settled, 30), (rt.optouts.pending.count, rt.spool.stats())
     decided = {d["message_id"] for who in people for d in rt.ledger.decisions_for(who)
                if d["allowed"]}
     assert set(accepted) <= decided  # no 250 without a recorded decision
