@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
@@ -24,6 +24,19 @@ from .policy import (
 )
 from .policy.regions import RulesetChoice, choose
 from .privacy.suppression import SuppressionKey, load_key
+
+
+# Decisions kept for people decided lately (about 1 KB each).
+MAX_KEPT_DECISIONS = 10_000
+
+
+def _settled(evidence: tuple[Evidence, ...], now: datetime) -> bool:
+    """No record's date is still to come: for an org whose allows cannot lapse
+    (`ConsentService.timeless`) the decision on these records is then the same at any
+    later time (the rules compare only those dates with the message's time)."""
+    return all(e.obtained_at <= now and (e.relationship_ended_at is None
+                                         or e.relationship_ended_at <= now)
+               and (e.confirmed_at is None or e.confirmed_at <= now) for e in evidence)
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,8 @@ class ConsentService:
         # Tells this service's decisions from those of an earlier run (other settings).
         self.incarnation = secrets.token_hex(8)
         self._timeless: dict[str, bool] = {}  # per org: settings never change while running
+        # Timeless decisions, with the records they were made on (see `_decide_on`).
+        self._kept: dict[tuple, tuple[tuple, tuple, Decision, int | None]] = {}
         # Finds the erasures of the person decided for (docs/privacy.md).
         self.suppression: SuppressionKey = load_key(settings, ledger)
 
@@ -121,6 +136,14 @@ class ConsentService:
                    evidence: tuple[Evidence, ...], optouts: tuple[OptOut, ...], *,
                    region: str | None = None, at: datetime | None = None
                    ) -> tuple[Decision, int | None]:
+        key = None
+        if region is None and at is None:
+            key = (c, channel, address)
+            kept = self._kept.get(key)
+            # The very records the decision was made on (the ledger hands out the same
+            # objects while nothing changed): the same decision, made now.
+            if kept is not None and kept[0] is evidence and kept[1] is optouts:
+                return kept[2].made_at(datetime.now(UTC)), kept[3]
         org = self.org_policy(c.org)
         ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
                              category=c.category, address=address,
@@ -128,9 +151,14 @@ class ConsentService:
         choice = self.ruleset_choice(c.org, channel, address, evidence, ctx.now, region)
         decision = decide(ctx, evidence, optouts, choice.ruleset, choice.region,
                           choice.region_source)
-        if not (decision.allowed and self.timeless(c.org)):
-            return decision, None
-        return decision, sum(1 for o in optouts if o.kind != ERASED_KIND)
+        timeless = self.timeless(c.org)
+        seen = (sum(1 for o in optouts if o.kind != ERASED_KIND)
+                if decision.allowed and timeless else None)
+        if key is not None and timeless and _settled(evidence, ctx.now):
+            if len(self._kept) >= MAX_KEPT_DECISIONS:
+                del self._kept[next(iter(self._kept))]  # the oldest
+            self._kept[key] = (evidence, optouts, decision, seen)
+        return decision, seen
 
     def ruleset_choice(self, org_id: str, channel: str, address: str, evidence,
                        now: datetime, region: str | None = None) -> RulesetChoice:

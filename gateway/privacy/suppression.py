@@ -17,10 +17,12 @@ from pathlib import Path
 from ..errors import ConfigError
 
 KEY_FILE = "suppression.key"
+RECENT = 4096  # hashes remembered
 
 
 class SuppressionKey:
-    """Keys the hashes. `of` costs one HMAC of a few dozen bytes (about a microsecond)."""
+    """Keys the hashes. `of` costs one HMAC of a few dozen bytes (about a microsecond)
+    the first time for a person."""
 
     def __init__(self, key: bytes):
         # HMAC's two keyed SHA-256 states, made once (RFC 2104): copying them per hash
@@ -29,16 +31,24 @@ class SuppressionKey:
         block = block.ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._recent: dict[tuple[str, str], str] = {}  # people decided for lately
 
     def of(self, channel: str, address: str) -> str:
         """The suppression hash of a normalised `address` on `channel`: HMAC-SHA256
         truncated to 128 bits (RFC 2104 section 5), 32 hex digits. Half the index of the
-        whole 256 bits, as quick to look up as an address; collisions stay out of reach."""
-        inner = self._inner.copy()
-        inner.update(f"{channel}\0{address}".encode())
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[:16].hex()
+        whole 256 bits, as quick to look up as an address; collisions stay out of reach.
+        Remembered for the last few thousand people (a decision per message asks)."""
+        found = self._recent.get((channel, address))
+        if found is None:
+            inner = self._inner.copy()
+            inner.update(f"{channel}\0{address}".encode())
+            outer = self._outer.copy()
+            outer.update(inner.digest())
+            found = outer.digest()[:16].hex()
+            if len(self._recent) >= RECENT:
+                self._recent.clear()
+            self._recent[(channel, address)] = found
+        return found
 
     @property
     def fingerprint(self) -> str:

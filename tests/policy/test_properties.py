@@ -219,3 +219,24 @@ def test_the_decision_is_the_tables_row_stamped_with_rule_set_and_time(
     expected = replace(found, ruleset=ruleset, decided_at=ctx.now)
     assert made == expected
     assert made.decided_at == ctx.now
+
+
+@SETTINGS
+@given(ctx=contexts(purpose=st.sampled_from(("marketing", "service"))), evidence=histories,
+       optouts=optout_lists,
+       ruleset=st.sampled_from(sorted(r for r in RULESETS if not RULESETS[r].lapses)),
+       later=st.integers(1, 3 * 365 * 24 * 60).map(lambda m: timedelta(minutes=m)))
+def test_without_age_limits_or_lapsing_rules_a_decision_on_past_records_never_changes_with_time(
+        ctx, evidence, optouts, ruleset, later):
+    """What the consent service's kept decisions rest on (ConsentService.timeless): for
+    an org with no age limits, under a rule set that does not lapse, the decision on
+    records all dated before the message is the same at any later time."""
+    from dataclasses import replace
+
+    org = replace(ctx.org, soft_opt_in_max_age_days=0, indirect_consent_max_age_days=0)
+    now = replace(ctx, org=org)
+    then = replace(now, now=ctx.now + later)
+    first, second = decide(now, evidence, optouts, ruleset), decide(then, evidence, optouts,
+                                                                    ruleset)
+    assert first == second  # every field but the time it was made
+    assert second.decided_at == then.now
