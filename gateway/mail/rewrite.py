@@ -608,34 +608,58 @@ def _f_display_parts(part: _FPart) -> Iterator[_FPart]:
         yield part
 
 
-def _f_serialise(part: _FPart, out: list[bytes], nested: bool) -> None:
-    for name, value in part.headers:
+def _f_serialise(part: _FPart, out: list[bytes], payloads: dict[int, bytes],
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """`part` as bytes, with `payloads` (by id of the leaf part) in place of the bodies
+    it names and `headers` in place of its own."""
+    for name, value in part.headers if headers is None else headers:
         out.append(name + b": " + value + b"\r\n")
     out.append(b"\r\n")
     if part.children is None:
-        out.append(part.payload)
+        out.append(payloads.get(id(part), part.payload))
         return
     if part.preamble is not None:
         out.append(part.preamble + b"\r\n")
     delimiter = b"--" + part.boundary
     for k, sub in enumerate(part.children):
         out.append((b"\r\n" if k else b"") + delimiter + b"\r\n")
-        _f_serialise(sub, out, True)
+        _f_serialise(sub, out, payloads)
     out.append(b"\r\n" + delimiter + b"--\r\n")
     out.append(part.epilogue or b"")
 
 
-def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
-                  footer_text: str, footer_html: str, prefix: str) -> RewriteResult | None:
-    """The rewrite without the email package, or None when the full path must run."""
+@dataclass(frozen=True)
+class _FMessage:
+    """A message as the fast path read it: what every recipient's copy starts from, never
+    changed (copies differ only in what `_fast_rewrite` makes of it)."""
+
+    msg: _FPart
+    parts: list[_FPart]  # the displayable parts
+    texts: list[_TextPart]  # their decoded texts, in the same order
+    placeholder: bool  # a text holds the unsubscribe placeholder
+
+
+# The last message read, with what was read: a message's copies (one per recipient) are
+# rewritten one after another, and the reading is the dearer half of a rewrite.
+_last_read: tuple[bytes, _FMessage | None] = (b"", None)
+
+
+def _f_read(raw: bytes) -> _FMessage | None:
+    """`_f_read_now(raw)`, once for the copies of one message (kept by `raw`'s identity:
+    the same bytes object, held here so its id is never another's)."""
+    global _last_read
+    last = _last_read
+    if last[0] is raw:
+        return last[1]
+    found = _f_read_now(raw)
+    _last_read = (raw, found)
+    return found
+
+
+def _f_read_now(raw: bytes) -> _FMessage | None:
+    """The message's parts and displayable texts, or None when the full path must run."""
     crlf = raw.count(b"\r\n")
     if not raw.endswith(b"\r\n") or raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
-        return None
-    new_headers = [("List-Unsubscribe", f"<{url}>, <{mailto_url}>"),
-                   ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
-    if reply_to is not None:
-        new_headers.append(("Reply-To", reply_to))
-    if not all(value.isascii() for _, value in new_headers):
         return None
     lines = raw[:-2].split(b"\r\n")
     try:
@@ -673,14 +697,34 @@ def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
                 return None
             texts.append(_TextPart(None, text, charset, p.ctype == "text/html",  # type: ignore[arg-type]
                                    (p.payload, data) if p.cte == "quoted-printable" else None))
-        if any(_has_placeholder(t.text) for t in texts):
+    except (_FastFallback, UnicodeError):
+        return None
+    return _FMessage(msg, parts, texts, any(_has_placeholder(t.text) for t in texts))
+
+
+def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
+                  footer_text: str, footer_html: str, prefix: str) -> RewriteResult | None:
+    """The rewrite without the email package, or None when the full path must run."""
+    new_headers = [("List-Unsubscribe", f"<{url}>, <{mailto_url}>"),
+                   ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+    if reply_to is not None:
+        new_headers.append(("Reply-To", reply_to))
+    if not all(value.isascii() for _, value in new_headers):
+        return None
+    read = _f_read(raw)
+    if read is None:
+        return None
+    texts = read.texts
+    payloads: dict[int, bytes] = {}
+    try:
+        if read.placeholder:
             new_texts = []
             for t in texts:
                 link = html.escape(url, quote=True) if t.is_html else url
                 new_texts.append(PLACEHOLDER.sub(lambda _m, link=link: link, t.text))
         else:
             new_texts = [_with_footer(t, footer_text, footer_html) for t in texts]
-        for p, t, new_text in zip(parts, texts, new_texts):
+        for p, t, new_text in zip(read.parts, texts, new_texts):
             if new_text == t.text:
                 continue
             data = new_text.encode(t.charset, "surrogateescape")
@@ -691,12 +735,12 @@ def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
             crlf = encoded.count(b"\r\n")
             if encoded.count(b"\n") != crlf or encoded.count(b"\r") != crlf:
                 encoded = _F_NL.sub(b"\r\n", encoded)  # as the generator writes lines
-            p.payload = encoded
-    except (_FastFallback, UnicodeError):
+            payloads[id(p)] = encoded
+    except UnicodeError:
         return None
     lower_prefix = prefix.lower().encode("ascii", "surrogateescape")
     replaced = {name.lower().encode() for name, _ in new_headers}
-    headers = [(n, v) for n, v in msg.headers if not n.lower().startswith(lower_prefix)]
+    headers = [(n, v) for n, v in read.msg.headers if not n.lower().startswith(lower_prefix)]
     original_reply_to = None
     if reply_to is not None:
         original_reply_to = _f_raw_header(headers, b"reply-to") or \
@@ -706,9 +750,8 @@ def _fast_rewrite(raw: bytes, url: str, mailto_url: str, reply_to: str | None,
     if not message_id:
         return None
     headers.extend((n.encode(), v.encode()) for n, v in new_headers)
-    msg.headers = headers
     out: list[bytes] = []
-    _f_serialise(msg, out, False)
+    _f_serialise(read.msg, out, payloads, headers)
     return RewriteResult(b"".join(out), False, original_reply_to, message_id)
 
 

@@ -112,3 +112,32 @@ def test_the_fast_path_steps_aside_when_unsure():
     assert fast(ALTERNATIVE, footer_text="Caf\u00e9 \u2603\n") is None  # a 7bit part would need re-encoding
     signed = ALTERNATIVE.replace(b"multipart/alternative", b"multipart/signed")
     assert fast(signed) is None
+
+
+def recipient(k: int) -> dict:
+    url = f"https://gw.example.test/u/TOKEN{k}"
+    return {"unsubscribe_url": url, "mailto_url": f"mailto:unsubscribe+TOKEN{k}@unsub.test",
+            "reply_to": f"reply+TOKEN{k}@unsub.example.test",
+            "footer_text": f"Unsubscribe: {url}\n",
+            "footer_html": f'<p><a href="{url}">Unsubscribe</a></p>\n'}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_copies_of_one_message_in_a_row_are_each_what_the_full_path_makes_for_them(
+        name, monkeypatch):
+    """The fast path reads a message once for all its copies (`_f_read`): each copy is
+    still byte for byte the full path's, and no copy carries another's link."""
+    def check(raw: bytes, k: int) -> None:
+        result = fast(raw, **recipient(k))
+        assert rw._last_read[0] is raw
+        if result is not None:
+            assert result == full(raw, monkeypatch, **recipient(k))
+            assert b"TOKEN%d" % k in result.data
+            assert all(b"TOKEN%d" % j not in result.data for j in range(4) if j != k)
+
+    raw = crlf((CORPUS / name).read_bytes())
+    for k in range(4):
+        check(raw, k)
+    for k in range(4):  # two messages' copies interleaved
+        check(raw, k)
+        check(ALTERNATIVE, k)
