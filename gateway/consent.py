@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from .config import Settings, Stream
 from .ledger import DecisionRecord, Ledger, TokenRecord
+from .ledger.queries import History
 from .ledger.writer import Writer, Writes
 from .policy import (
     ERASED_KIND,
@@ -24,10 +25,6 @@ from .policy import (
 )
 from .policy.regions import RulesetChoice, choose
 from .privacy.suppression import SuppressionKey, load_key
-
-
-# Decisions kept for people decided lately (about 1 KB each).
-MAX_KEPT_DECISIONS = 10_000
 
 
 def _settled(evidence: tuple[Evidence, ...], now: datetime) -> bool:
@@ -96,8 +93,6 @@ class ConsentService:
         # Tells this service's decisions from those of an earlier run (other settings).
         self.incarnation = secrets.token_hex(8)
         self._timeless: dict[str, bool] = {}  # per org: settings never change while running
-        # Timeless decisions, with the records they were made on (see `_decide_on`).
-        self._kept: dict[tuple, tuple[tuple, tuple, Decision, int | None]] = {}
         # Finds the erasures of the person decided for (docs/privacy.md).
         self.suppression: SuppressionKey = load_key(settings, ledger)
 
@@ -120,30 +115,33 @@ class ConsentService:
         opt-out rows (opt-outs and opt-ins) of this person and org it saw: with this
         service's `incarnation`, what `still_allows` later checks."""
         return self._decide_on(c, channel, address,
-                               *self.ledger.history(c.org, channel, address,
-                                                    self.suppression.of(channel, address)),
+                               self.ledger.history(c.org, channel, address,
+                                                   self.suppression.of(channel, address)),
                                region=region, at=at)
 
     async def aassess(self, c: Classification, channel: str, address: str
                       ) -> tuple[Decision, int | None]:
         """`assess` from the event loop (on PostgreSQL the read does not hold it)."""
         return self._decide_on(c, channel, address,
-                               *await self.ledger.ahistory(
+                               await self.ledger.ahistory(
                                    c.org, channel, address,
                                    self.suppression.of(channel, address)))
 
     def _decide_on(self, c: Classification, channel: str, address: str,
-                   evidence: tuple[Evidence, ...], optouts: tuple[OptOut, ...], *,
+                   history: tuple[tuple[Evidence, ...], tuple[OptOut, ...]], *,
                    region: str | None = None, at: datetime | None = None
                    ) -> tuple[Decision, int | None]:
+        """The decision on this person's records. A timeless one is kept on the records
+        (`History.kept`): decided for again on the very same records (the ledger's cache
+        hands out the same object while nothing of theirs changed), the same decision is
+        made now, without running the rules."""
+        evidence, optouts = history
         key = None
-        if region is None and at is None:
-            key = (c, channel, address)
-            kept = self._kept.get(key)
-            # The very records the decision was made on (the ledger hands out the same
-            # objects while nothing changed): the same decision, made now.
-            if kept is not None and kept[0] is evidence and kept[1] is optouts:
-                return kept[2].made_at(datetime.now(UTC)), kept[3]
+        if region is None and at is None and isinstance(history, History):
+            key = (self.incarnation, c, channel)
+            kept = history.kept.get(key)
+            if kept is not None:
+                return kept[0].made_at(datetime.now(UTC)), kept[1]
         org = self.org_policy(c.org)
         ctx = MessageContext(org=org, channel=channel, purpose=c.purpose, nature=c.nature,
                              category=c.category, address=address,
@@ -155,9 +153,7 @@ class ConsentService:
         seen = (sum(1 for o in optouts if o.kind != ERASED_KIND)
                 if decision.allowed and timeless else None)
         if key is not None and timeless and _settled(evidence, ctx.now):
-            if len(self._kept) >= MAX_KEPT_DECISIONS:
-                del self._kept[next(iter(self._kept))]  # the oldest
-            self._kept[key] = (evidence, optouts, decision, seen)
+            history.kept[key] = (decision, seen)
         return decision, seen
 
     def ruleset_choice(self, org_id: str, channel: str, address: str, evidence,

@@ -165,13 +165,23 @@ def _decision_row(decision_id: int, at: str, decision: Decision, what: DecisionR
             decision.explanation, decision.region, decision.region_source)
 
 
-def history_of(rows: list[tuple]) -> tuple[tuple[Evidence, ...], tuple[OptOut, ...]]:
+class History(tuple):
+    """One person's (evidence, opt-outs) as read from the ledger. What is worked out from
+    exactly these records may be kept on it (`kept`, see ConsentService): it then lives as
+    long as the ledger's cache keeps the records, and goes with them when they change."""
+
+    @property
+    def kept(self) -> dict:
+        return self.__dict__
+
+
+def history_of(rows: list[tuple]) -> History:
     """The rows of HISTORY_SELECT as (evidence, opt-outs), each in id order."""
     rows.sort(key=_kind_and_id)
     evidence = tuple(_evidence_of(r[1:]) for r in rows if r[0] == 0)
     optouts = tuple(OptOut(str(r[1]), r[2], r[3], r[4], _time(r[5]), r[6], r[7], r[8],
                            _names(r[9])) for r in rows if r[0] != 0)
-    return evidence, optouts
+    return History((evidence, optouts))
 
 
 class LedgerQueries(PrivacyQueries):
