@@ -9,6 +9,7 @@ generated key, a rotated key) stops at start-up: it would not find the erased pe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -31,24 +32,21 @@ class SuppressionKey:
         block = block.ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-        self._recent: dict[tuple[str, str], str] = {}  # people decided for lately
+        # Remembered for people decided for lately (a decision per message asks).
+        self._remembered = functools.lru_cache(maxsize=RECENT)(self._hash)
 
     def of(self, channel: str, address: str) -> str:
         """The suppression hash of a normalised `address` on `channel`: HMAC-SHA256
         truncated to 128 bits (RFC 2104 section 5), 32 hex digits. Half the index of the
-        whole 256 bits, as quick to look up as an address; collisions stay out of reach.
-        Remembered for the last few thousand people (a decision per message asks)."""
-        found = self._recent.get((channel, address))
-        if found is None:
-            inner = self._inner.copy()
-            inner.update(f"{channel}\0{address}".encode())
-            outer = self._outer.copy()
-            outer.update(inner.digest())
-            found = outer.digest()[:16].hex()
-            if len(self._recent) >= RECENT:
-                self._recent.clear()
-            self._recent[(channel, address)] = found
-        return found
+        whole 256 bits, as quick to look up as an address; collisions stay out of reach."""
+        return self._remembered(channel, address)
+
+    def _hash(self, channel: str, address: str) -> str:
+        inner = self._inner.copy()
+        inner.update(f"{channel}\0{address}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:16].hex()
 
     @property
     def fingerprint(self) -> str:

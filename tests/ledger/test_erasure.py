@@ -223,7 +223,10 @@ def test_the_suppression_hash_is_hmac_sha256_of_channel_and_address_truncated():
     from gateway.privacy.suppression import SuppressionKey
     for key in (b"short key", b"k" * 64, b"a much longer key " * 8):
         expected = hmac.new(key, f"email\0{PERSON}".encode(), hashlib.sha256).digest()[:16]
-        assert SuppressionKey(key).of("email", PERSON) == expected.hex()
+        suppression = SuppressionKey(key)
+        assert suppression.of("email", PERSON) == expected.hex()
+        assert suppression.of("email", PERSON) == expected.hex()  # remembered, the same
+        assert suppression.of("sms", PERSON) != expected.hex()  # per channel, not per address
 
 
 def esp_event(address: str | None, org: str | None, event_id: str) -> dict:
